@@ -1,0 +1,24 @@
+"""What the market context contributes to the service."""
+
+from __future__ import annotations
+
+from market.auth.api import ApiKeyController
+from market.core.contexts import Context
+from market.grid.api import GridController
+from market.markets.api import MarketController
+from market.participants.api import ParticipantController, PortfolioController, SiteController
+
+CONTEXT = Context(
+    name="market",
+    route_handlers=[
+        ApiKeyController, MarketController, GridController, ParticipantController, SiteController,
+        PortfolioController,
+    ],
+    model_modules=[
+        "market.markets.models",
+        "market.participants.models",
+        "market.grid.models",
+        "market.auth.models",
+    ],
+    task_modules=[],
+)

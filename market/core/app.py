@@ -1,0 +1,71 @@
+"""The Litestar application: every context's routes under ``/api/v1``, OpenAPI at ``/schema``."""
+
+from __future__ import annotations
+
+from litestar import Litestar, Router, get
+from litestar.config.cors import CORSConfig
+from litestar.di import Provide
+from litestar.middleware import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.plugins.sqlalchemy import SQLAlchemyPlugin, SQLAlchemySyncConfig
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from market.core.config import Settings, get_settings
+from market.core.contexts import load_contexts
+from market.core.db import make_engine, make_session_factory
+from market.core.http import EXCEPTION_HANDLERS, ApiKeyAuthentication, provide_page, provide_principal
+
+API_PREFIX = "/api/v1"
+PUBLIC_PATHS = ["/schema", "/health"]
+
+
+@get("/health", sync_to_thread=True, tags=["health"], summary="Liveness and database reachability")
+def health(db_session: Session) -> dict[str, str]:
+    db_session.execute(text("SELECT 1"))
+    return {"status": "ok"}
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    settings = settings or get_settings()
+    engine = make_engine(settings.database.url, echo=settings.database.echo, pool_size=settings.database.pool_size)
+    db_config = SQLAlchemySyncConfig(
+        engine_instance=engine,
+        session_dependency_key="db_session",
+        before_send_handler="autocommit",
+        session_maker=make_session_factory(engine),
+    )
+    contexts = load_contexts()
+    api = Router(
+        path=API_PREFIX,
+        route_handlers=[handler for ctx in contexts for handler in ctx.route_handlers],
+        dependencies={"principal": Provide(provide_principal, sync_to_thread=False),
+                      "page": Provide(provide_page, sync_to_thread=False)},
+        security=[{"apiKey": []}],
+    )
+    app = Litestar(
+        route_handlers=[api, health],
+        plugins=[SQLAlchemyPlugin(config=db_config)],
+        middleware=[DefineMiddleware(ApiKeyAuthentication, exclude=PUBLIC_PATHS)],
+        exception_handlers=EXCEPTION_HANDLERS,
+        request_max_body_size=settings.api.max_body_bytes,
+        cors_config=CORSConfig(allow_origins=[]),
+        openapi_config=OpenAPIConfig(
+            title="flexmarket",
+            version="1",
+            description="Local flexibility market and settlement (USEF terms). Authenticate with "
+            "'Authorization: Bearer fmk_...'. Errors are application/problem+json.",
+            path="/schema",
+            render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
+            components=Components(
+                security_schemes={"apiKey": SecurityScheme(type="http", scheme="bearer", bearer_format="fmk_...")}
+            ),
+        ),
+        debug=False,
+    )
+    app.state.auth_session_factory = make_session_factory(engine)
+    app.state.api_key_pepper = settings.security.api_key_pepper
+    app.state.engine = engine
+    return app

@@ -1,0 +1,97 @@
+"""Typed settings, one object per concern, read from ``FLEX_*`` environment variables.
+
+The defaults run embedded: a SQLite file in the working directory and tasks executed in-process,
+so ``flexmarket demo`` needs no services. Production sets ``FLEX_ENVIRONMENT=production`` and
+real URLs; start-up then refuses placeholder secrets and the embedded defaults.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+IN_PROCESS_BROKER = "in-process"
+"""Broker URL value that makes Celery run every task eagerly in the calling process."""
+
+PLACEHOLDER_SECRET = "change-me"  # noqa: S105 - the placeholder production refuses
+
+
+class DatabaseSettings(BaseSettings):
+    """Where the relational store lives."""
+
+    model_config = SettingsConfigDict(env_prefix="FLEX_DATABASE_", extra="ignore")
+
+    url: str = Field(default_factory=lambda: f"sqlite:///{Path.cwd() / 'flexmarket.db'}")
+    echo: bool = False
+    pool_size: int = 10
+
+
+class JobSettings(BaseSettings):
+    """Celery: the broker, and whether tasks run in-process (the embedded default)."""
+
+    model_config = SettingsConfigDict(env_prefix="FLEX_", extra="ignore")
+
+    broker_url: str = IN_PROCESS_BROKER
+    result_backend: str | None = None
+
+    @property
+    def in_process(self) -> bool:
+        return self.broker_url == IN_PROCESS_BROKER
+
+
+class ApiSettings(BaseSettings):
+    """The HTTP edge: limits that keep one client from exhausting the service."""
+
+    model_config = SettingsConfigDict(env_prefix="FLEX_API_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_body_bytes: int = 8 * 1024 * 1024
+    max_list_items: int = 10_000
+    default_page_size: int = 100
+    max_page_size: int = 1_000
+
+
+class SecuritySettings(BaseSettings):
+    """Secrets. ``pepper`` is mixed into every API-key hash so a stolen table alone is useless."""
+
+    model_config = SettingsConfigDict(env_prefix="FLEX_", extra="ignore")
+
+    environment: Literal["embedded", "production"] = "embedded"
+    api_key_pepper: str = PLACEHOLDER_SECRET
+
+    @model_validator(mode="after")
+    def _no_placeholder_in_production(self) -> SecuritySettings:
+        if self.environment == "production" and self.api_key_pepper == PLACEHOLDER_SECRET:
+            raise ValueError("FLEX_API_KEY_PEPPER must be set to a real secret when FLEX_ENVIRONMENT=production")
+        return self
+
+
+class Settings(BaseSettings):
+    """All settings of one process."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    jobs: JobSettings = Field(default_factory=JobSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
+
+    @model_validator(mode="after")
+    def _production_needs_services(self) -> Settings:
+        if self.security.environment == "production":
+            if self.database.url.startswith("sqlite"):
+                raise ValueError("FLEX_DATABASE_URL must point at PostgreSQL when FLEX_ENVIRONMENT=production")
+            if self.jobs.in_process:
+                raise ValueError("FLEX_BROKER_URL must point at Redis when FLEX_ENVIRONMENT=production")
+        return self
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()

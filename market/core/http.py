@@ -1,0 +1,184 @@
+"""The HTTP edge: authentication, scope guards, pagination and problem+json errors.
+
+Domain errors are mapped to HTTP here and nowhere else (RFC 9457 problem details). Every error
+body carries ``errors: [{field, reason}]`` when a field is at fault.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import anyio
+from litestar import Request, Response
+from litestar.connection import ASGIConnection
+from litestar.exceptions import (
+    HTTPException,
+    NotAuthorizedException,
+    PermissionDeniedException,
+    ValidationException,
+)
+from litestar.handlers.base import BaseRouteHandler
+from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
+from litestar.params import Parameter
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from market.auth.principal import Principal, Scope
+from market.auth.service import authenticate
+from market.core.errors import (
+    Conflict,
+    FieldError,
+    Forbidden,
+    InvalidInput,
+    MarketError,
+    NotFound,
+    Unauthenticated,
+)
+from market.core.queries import Page, unique_violation_field
+
+log = logging.getLogger("flexmarket.http")
+
+API_KEY_HEADER = "Authorization"
+PROBLEM_JSON = "application/problem+json"
+
+STATUS_OF: dict[type[MarketError], int] = {
+    InvalidInput: 422,
+    NotFound: 404,
+    Forbidden: 403,
+    Unauthenticated: 401,
+    Conflict: 409,
+}
+
+# -- problem+json -------------------------------------------------------------------------------
+
+
+def problem(status: int, title: str, detail: str, errors: list[FieldError] | None = None,
+            headers: dict[str, str] | None = None) -> Response[dict[str, Any]]:
+    body: dict[str, Any] = {
+        "type": f"urn:flexmarket:problem:{title.lower().replace(' ', '-')}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
+    if errors:
+        body["errors"] = [{"field": e.field, "reason": e.reason} for e in errors]
+    return Response(content=body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+_TITLES = {
+    400: "Bad request", 401: "Unauthenticated", 403: "Forbidden", 404: "Not found", 405: "Method not allowed",
+    409: "Conflict", 413: "Payload too large", 415: "Unsupported media type", 422: "Invalid input",
+    429: "Too many requests", 500: "Internal error",
+}
+
+
+def _title(status: int) -> str:
+    return _TITLES.get(status, "Error")
+
+
+def market_error_handler(_: Request[Any, Any, Any], exc: MarketError) -> Response[dict[str, Any]]:
+    status = next((code for kind, code in STATUS_OF.items() if isinstance(exc, kind)), 400)
+    return problem(status, _title(status), exc.detail, exc.errors)
+
+
+_AT_PATH = re.compile(r"\s*-\s*at\s*`\$\.?([^`]*)`")
+
+
+def _field_of(item: dict[str, Any]) -> tuple[str, str]:
+    """Turn one of Litestar's validation items into (field, reason)."""
+    message = str(item.get("message", "invalid"))
+    match = _AT_PATH.search(message)
+    field = match.group(1) if match else str(item.get("key") or "body")
+    reason = _AT_PATH.sub("", message).strip() or "invalid"
+    source = item.get("source")
+    if source in ("query", "path", "header") and item.get("key"):
+        field = f"{source}.{item['key']}"
+    return field or "body", reason
+
+
+def validation_handler(_: Request[Any, Any, Any], exc: ValidationException) -> Response[dict[str, Any]]:
+    items = exc.extra if isinstance(exc.extra, list) else []
+    errors = [FieldError(*_field_of(item)) for item in items if isinstance(item, dict)]
+    if not errors:
+        errors = [FieldError("body", exc.detail or "malformed request")]
+    detail = "; ".join(f"{e.field}: {e.reason}" for e in errors)
+    return problem(422, _title(422), detail, errors)
+
+
+def http_error_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
+    return problem(exc.status_code, _title(exc.status_code), exc.detail or _title(exc.status_code),
+                   headers=exc.headers)
+
+
+def integrity_handler(_: Request[Any, Any, Any], exc: IntegrityError) -> Response[dict[str, Any]]:
+    # A race between two requests passed the service's own checks; the database constraint held.
+    field = unique_violation_field(exc) or "body"
+    return problem(409, _title(409), "the request conflicts with stored data", [FieldError(field, "conflicts")])
+
+
+def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return problem(500, _title(500), "an internal error occurred; it has been logged")
+
+
+EXCEPTION_HANDLERS: dict[type[Exception] | int, Callable[..., Response[Any]]] = {
+    MarketError: market_error_handler,
+    ValidationException: validation_handler,
+    HTTPException: http_error_handler,
+    IntegrityError: integrity_handler,
+    Exception: internal_error_handler,
+}
+
+# -- authentication and scopes ------------------------------------------------------------------
+
+
+class ApiKeyAuthentication(AbstractAuthenticationMiddleware):
+    """Resolve ``Authorization: Bearer fmk_...`` to a :class:`Principal`, or refuse with 401."""
+
+    async def authenticate_request(self, connection: ASGIConnection[Any, Any, Any, Any]) -> AuthenticationResult:
+        header = connection.headers.get(API_KEY_HEADER, "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise NotAuthorizedException(detail="send an API key as 'Authorization: Bearer fmk_...'")
+        factory: sessionmaker[Session] = connection.app.state.auth_session_factory
+        pepper: str = connection.app.state.api_key_pepper
+
+        def lookup() -> Principal | None:
+            with factory() as session:
+                return authenticate(session, token.strip(), pepper)
+
+        principal = await anyio.to_thread.run_sync(lookup)
+        if principal is None:
+            raise NotAuthorizedException(detail="the API key is unknown or revoked")
+        return AuthenticationResult(user=principal, auth=principal.api_key_id)
+
+
+def requires(scope: Scope) -> Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], None]:
+    """A guard: the caller's key must carry ``scope``."""
+
+    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        principal: Principal = connection.user
+        if scope not in principal.scopes:
+            raise PermissionDeniedException(detail=f"this endpoint needs an API key with the scope {scope.value!r}")
+
+    guard.__name__ = f"requires_{scope.value}"
+    return guard
+
+
+def provide_principal(request: Request[Principal, Any, Any]) -> Principal:
+    return request.user
+
+
+# -- pagination ---------------------------------------------------------------------------------
+
+MAX_PAGE_SIZE = 1_000
+
+
+def provide_page(
+    limit: Annotated[int, Parameter(ge=1, le=MAX_PAGE_SIZE, description="page size")] = 100,
+    offset: Annotated[int, Parameter(ge=0, le=10_000_000, description="rows to skip")] = 0,
+) -> Page:
+    return Page(limit=limit, offset=offset)

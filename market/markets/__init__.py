@@ -1,0 +1,1 @@
+"""Markets: time zone, ISP length, gate closure rule, pricing rule, currency and order bounds."""

@@ -1,0 +1,1 @@
+"""Participants (households, aggregators, data centers, utilities, the operator), their sites and portfolios."""
