@@ -15,7 +15,9 @@ app = typer.Typer(help="flexmarket: a local flexibility market and settlement sy
 @app.callback()
 def main(
     database_url: Annotated[str | None, typer.Option(help="Overrides FLEX_DATABASE_URL.")] = None,
-    broker_url: Annotated[str | None, typer.Option(help="Overrides FLEX_BROKER_URL ('in-process' runs tasks here).")] = None,
+    broker_url: Annotated[
+        str | None, typer.Option(help="Overrides FLEX_BROKER_URL ('in-process' runs tasks here).")
+    ] = None,
 ) -> None:
     if database_url:
         os.environ["FLEX_DATABASE_URL"] = database_url
@@ -44,8 +46,14 @@ def serve(
     import uvicorn
 
     settings = get_settings()
-    uvicorn.run("market.core.app:create_app", factory=True, host=host or settings.api.host,
-                port=port or settings.api.port, workers=workers, log_level="info")
+    uvicorn.run(
+        "market.core.app:create_app",
+        factory=True,
+        host=host or settings.api.host,
+        port=port or settings.api.port,
+        workers=workers,
+        log_level="info",
+    )
 
 
 @app.command()
@@ -101,8 +109,11 @@ def demo() -> None:
 
 def _require_broker() -> None:
     if get_settings().jobs.in_process:
-        typer.echo("FLEX_BROKER_URL is 'in-process': tasks run inside the API and CLI, no worker is needed. "
-                   "Set it to a Redis URL (redis://127.0.0.1:6379/0) to run workers.", err=True)
+        typer.echo(
+            "FLEX_BROKER_URL is 'in-process': tasks run inside the API and CLI, no worker is needed. "
+            "Set it to a Redis URL (redis://127.0.0.1:6379/0) to run workers.",
+            err=True,
+        )
         raise typer.Exit(code=2)
 
 

@@ -11,7 +11,11 @@ from market.participants.api import ParticipantController, PortfolioController, 
 CONTEXT = Context(
     name="market",
     route_handlers=[
-        ApiKeyController, MarketController, GridController, ParticipantController, SiteController,
+        ApiKeyController,
+        MarketController,
+        GridController,
+        ParticipantController,
+        SiteController,
         PortfolioController,
     ],
     model_modules=[

@@ -14,6 +14,7 @@ from litestar.testing import TestClient
 from rich.console import Console
 from rich.table import Table
 from rich.tree import Tree
+from sqlalchemy import select
 
 from market.auth.principal import Scope
 from market.auth.service import issue_key
@@ -48,8 +49,6 @@ def _operator_token(settings: Settings) -> str:
     """Issue a fresh operator key for this run; keys can never be read back from the database."""
     factory = make_session_factory(make_engine(settings.database.url))
     with unit_of_work(factory) as session:
-        from sqlalchemy import select
-
         operator = session.scalar(select(Participant).where(Participant.role == Role.OPERATOR))
         if operator is None:
             operator = Participant(name="Demo market operator", role=Role.OPERATOR)
@@ -62,42 +61,74 @@ def _operator_token(settings: Settings) -> str:
 def run_demo(settings: Settings, console: Console | None = None) -> dict[str, Any]:
     """Build one market with a grid tree, a utility, households, an aggregator and data centers."""
     console = console or Console()
-    rng = random.Random(20261125)
+    rng = random.Random(20261125)  # noqa: S311 - reproducible demo data, not a secret
     upgrade(settings.database.url)
     token = _operator_token(settings)
     suffix = secrets.token_hex(3)
     with TestClient(app=create_app(settings)) as http:
         api = DemoClient(http, token)
-        market = api.call("POST", "/markets", {
-            "code": f"demo-{suffix}", "name": "Demo local flexibility market", "timezone": "Europe/Amsterdam",
-            "currency": "EUR", "pricing_rule": "pay_as_clear", "gate_closure_kind": "day_ahead",
-            "day_ahead_gate_time": "12:00:00", "isp_minutes": 15, "min_price_per_mwh": "0",
-            "max_price_per_mwh": "3000", "max_quantity_kw": "50000",
-        })
+        market = api.call(
+            "POST",
+            "/markets",
+            {
+                "code": f"demo-{suffix}",
+                "name": "Demo local flexibility market",
+                "timezone": "Europe/Amsterdam",
+                "currency": "EUR",
+                "pricing_rule": "pay_as_clear",
+                "gate_closure_kind": "day_ahead",
+                "day_ahead_gate_time": "12:00:00",
+                "isp_minutes": 15,
+                "min_price_per_mwh": "0",
+                "max_price_per_mwh": "3000",
+                "max_quantity_kw": "50000",
+            },
+        )
         mid = market["id"]
         utility = api.call("POST", "/participants", {"name": "Demo DSO", "role": "utility"})
-        root = api.call("POST", f"/markets/{mid}/congestion-points", {
-            "code": "ZONE-1", "name": "Zone 1", "kind": "zone", "utility_id": utility["id"]})
+        root = api.call(
+            "POST",
+            f"/markets/{mid}/congestion-points",
+            {"code": "ZONE-1", "name": "Zone 1", "kind": "zone", "utility_id": utility["id"]},
+        )
         feeders: list[dict[str, Any]] = []
         tree = Tree(f"[bold]{root['code']}[/] {root['name']}")
         for t in range(1, TRANSFORMERS + 1):
-            trafo = api.call("POST", f"/markets/{mid}/congestion-points", {
-                "code": f"TR-{t}", "name": f"Transformer {t}", "kind": "transformer",
-                "utility_id": utility["id"], "parent_id": root["id"]})
+            trafo = api.call(
+                "POST",
+                f"/markets/{mid}/congestion-points",
+                {
+                    "code": f"TR-{t}",
+                    "name": f"Transformer {t}",
+                    "kind": "transformer",
+                    "utility_id": utility["id"],
+                    "parent_id": root["id"],
+                },
+            )
             branch = tree.add(f"[bold]{trafo['code']}[/] {trafo['name']}")
             for f in range(1, FEEDERS_PER_TRANSFORMER + 1):
-                feeder = api.call("POST", f"/markets/{mid}/congestion-points", {
-                    "code": f"TR-{t}-F{f}", "name": f"Feeder {t}.{f}", "kind": "feeder",
-                    "utility_id": utility["id"], "parent_id": trafo["id"]})
+                feeder = api.call(
+                    "POST",
+                    f"/markets/{mid}/congestion-points",
+                    {
+                        "code": f"TR-{t}-F{f}",
+                        "name": f"Feeder {t}.{f}",
+                        "kind": "feeder",
+                        "utility_id": utility["id"],
+                        "parent_id": trafo["id"],
+                    },
+                )
                 feeders.append(feeder)
                 branch.add(f"{feeder['code']} {feeder['name']}")
 
         aggregator = api.call("POST", "/participants", {"name": "Demo aggregator", "role": "aggregator"})
-        agg_key = api.call("POST", f"/participants/{aggregator['id']}/api-keys",
-                           {"name": "demo", "scopes": ["trade", "finance"]})["token"]
+        agg_key = api.call(
+            "POST", f"/participants/{aggregator['id']}/api-keys", {"name": "demo", "scopes": ["trade", "finance"]}
+        )["token"]
         portfolios = {
-            f["id"]: api.call("POST", "/portfolios", {"name": f"Portfolio {f['code']}",
-                                                      "congestion_point_id": f["id"]}, token=agg_key)
+            f["id"]: api.call(
+                "POST", "/portfolios", {"name": f"Portfolio {f['code']}", "congestion_point_id": f["id"]}, token=agg_key
+            )
             for f in feeders[:2]
         }
 
@@ -108,38 +139,69 @@ def run_demo(settings: Settings, console: Console | None = None) -> dict[str, An
         members = 0
         for h in range(1, HOUSEHOLDS + 1):
             household = api.call("POST", "/participants", {"name": f"Household {h:03d}", "role": "household"})
-            key = api.call("POST", f"/participants/{household['id']}/api-keys",
-                           {"name": "demo", "scopes": ["trade"]})["token"]
+            key = api.call("POST", f"/participants/{household['id']}/api-keys", {"name": "demo", "scopes": ["trade"]})[
+                "token"
+            ]
             feeder = feeders[h % len(feeders)]
-            site = api.call("POST", "/sites", {
-                "congestion_point_id": feeder["id"], "meter_code": f"EAN-{suffix}-H{h:04d}",
-                "name": f"Home {h:03d}", "assets": rng.choice(asset_choices)}, token=key)
+            site = api.call(
+                "POST",
+                "/sites",
+                {
+                    "congestion_point_id": feeder["id"],
+                    "meter_code": f"EAN-{suffix}-H{h:04d}",
+                    "name": f"Home {h:03d}",
+                    "assets": rng.choice(asset_choices),
+                },
+                token=key,
+            )
             portfolio_name = ""
             if feeder["id"] in portfolios and h % 2 == 0:
                 portfolio = portfolios[feeder["id"]]
                 api.call("PUT", f"/sites/{site['id']}/portfolio", {"portfolio_id": portfolio["id"]}, token=key)
                 portfolio_name = portfolio["name"]
                 members += 1
-            table.add_row(household["name"], "household", site["meter_code"], feeder["code"],
-                          ", ".join(site["assets"]), portfolio_name)
+            table.add_row(
+                household["name"],
+                "household",
+                site["meter_code"],
+                feeder["code"],
+                ", ".join(site["assets"]),
+                portfolio_name,
+            )
         for d in range(1, DATA_CENTERS + 1):
             center = api.call("POST", "/participants", {"name": f"Data center {d}", "role": "data_center"})
             feeder = feeders[-d]
-            site = api.call("POST", "/sites", {
-                "owner_id": center["id"], "congestion_point_id": feeder["id"],
-                "meter_code": f"EAN-{suffix}-DC{d}", "name": f"DC campus {d}", "assets": ["flexible_load"]})
+            site = api.call(
+                "POST",
+                "/sites",
+                {
+                    "owner_id": center["id"],
+                    "congestion_point_id": feeder["id"],
+                    "meter_code": f"EAN-{suffix}-DC{d}",
+                    "name": f"DC campus {d}",
+                    "assets": ["flexible_load"],
+                },
+            )
             table.add_row(center["name"], "data_center", site["meter_code"], feeder["code"], "flexible_load", "")
 
         relief = api.call("GET", f"/markets/{mid}/relief")
         day = api.call("GET", f"/markets/{mid}/delivery-days/2026-03-29")
 
-    console.print(f"[bold green]Market[/] {market['code']} ({market['timezone']}, {market['isp_minutes']}-minute ISPs,"
-                  f" {market['pricing_rule']}, gate D-1 {market['day_ahead_gate_time']})")
+    console.print(
+        f"[bold green]Market[/] {market['code']} ({market['timezone']}, {market['isp_minutes']}-minute ISPs,"
+        f" {market['pricing_rule']}, gate D-1 {market['day_ahead_gate_time']})"
+    )
     console.print(tree)
     console.print(table)
     console.print(f"Aggregator portfolios: {len(portfolios)} with {members} member sites")
     console.print(f"Relief factors (radial tree): {len(relief)}")
     console.print(f"Delivery day 2026-03-29 (clocks go forward): {day['isp_count']} ISPs")
     console.print(f"Database: {settings.database.url}")
-    return {"market": market, "feeders": len(feeders), "households": HOUSEHOLDS, "portfolio_members": members,
-            "relief_entries": len(relief), "dst_day_isps": day["isp_count"]}
+    return {
+        "market": market,
+        "feeders": len(feeders),
+        "households": HOUSEHOLDS,
+        "portfolio_members": members,
+        "relief_entries": len(relief),
+        "dst_day_isps": day["isp_count"],
+    }

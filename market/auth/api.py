@@ -3,7 +3,10 @@ from __future__ import annotations
 import uuid
 
 from litestar import Controller, Request, get, post
+from litestar.datastructures import State
+from litestar.di import NamedDependency
 from litestar.pagination import OffsetPagination
+from litestar.params import FromPath, JSONBody
 from sqlalchemy.orm import Session
 
 from market.auth import service
@@ -14,29 +17,63 @@ from market.core.queries import Page
 
 
 class ApiKeyController(Controller):
-    tags = ["api keys"]
+    tags = ("api keys",)
 
     @get("/me", sync_to_thread=False, summary="Who the presented API key belongs to")
-    def me(self, principal: Principal) -> WhoAmI:
-        return WhoAmI(participant_id=principal.participant_id, role=principal.role,
-                      scopes=sorted(principal.scopes), api_key_id=principal.api_key_id)
+    def me(self, principal: NamedDependency[Principal]) -> WhoAmI:
+        return WhoAmI(
+            participant_id=principal.participant_id,
+            role=principal.role,
+            scopes=sorted(principal.scopes),
+            api_key_id=principal.api_key_id,
+        )
 
-    @post("/participants/{participant_id:uuid}/api-keys", guards=[requires(Scope.ADMIN)], sync_to_thread=True,
-          summary="Issue an API key; the token is shown in this response only")
-    def create(self, request: Request[Principal, uuid.UUID, object], db_session: Session, principal: Principal,
-               participant_id: uuid.UUID, data: ApiKeyCreate) -> ApiKeyCreated:
-        key, token = service.create_key(db_session, principal, participant_id, data.name, data.scopes,
-                                        request.app.state.api_key_pepper)
+    @post(
+        "/participants/{participant_id:uuid}/api-keys",
+        guards=[requires(Scope.ADMIN)],
+        sync_to_thread=True,
+        summary="Issue an API key; the token is shown in this response only",
+    )
+    def create(
+        self,
+        request: Request[Principal, uuid.UUID, State],
+        db_session: NamedDependency[Session],
+        principal: NamedDependency[Principal],
+        participant_id: FromPath[uuid.UUID],
+        data: JSONBody[ApiKeyCreate],
+    ) -> ApiKeyCreated:
+        key, token = service.create_key(
+            db_session, principal, participant_id, data.name, data.scopes, request.app.state.api_key_pepper
+        )
         return ApiKeyCreated(key=ApiKeyRead.from_model(key), token=token)
 
-    @get("/participants/{participant_id:uuid}/api-keys", guards=[requires(Scope.ADMIN)], sync_to_thread=True,
-         summary="List a participant's API keys (never their secrets)")
-    def list(self, db_session: Session, principal: Principal, participant_id: uuid.UUID,
-             page: Page) -> OffsetPagination[ApiKeyRead]:
+    @get(
+        "/participants/{participant_id:uuid}/api-keys",
+        guards=[requires(Scope.ADMIN)],
+        sync_to_thread=True,
+        summary="List a participant's API keys (never their secrets)",
+    )
+    def list(
+        self,
+        db_session: NamedDependency[Session],
+        principal: NamedDependency[Principal],
+        participant_id: FromPath[uuid.UUID],
+        page: NamedDependency[Page],
+    ) -> OffsetPagination[ApiKeyRead]:
         rows, total = service.list_keys(db_session, principal, participant_id, page)
         return OffsetPagination([ApiKeyRead.from_model(r) for r in rows], page.limit, page.offset, total)
 
-    @post("/api-keys/{api_key_id:uuid}/revoke", guards=[requires(Scope.ADMIN)], sync_to_thread=True,
-          status_code=200, summary="Revoke an API key at once")
-    def revoke(self, db_session: Session, principal: Principal, api_key_id: uuid.UUID) -> ApiKeyRead:
+    @post(
+        "/api-keys/{api_key_id:uuid}/revoke",
+        guards=[requires(Scope.ADMIN)],
+        sync_to_thread=True,
+        status_code=200,
+        summary="Revoke an API key at once",
+    )
+    def revoke(
+        self,
+        db_session: NamedDependency[Session],
+        principal: NamedDependency[Principal],
+        api_key_id: FromPath[uuid.UUID],
+    ) -> ApiKeyRead:
         return ApiKeyRead.from_model(service.revoke_key(db_session, principal, api_key_id))

@@ -15,7 +15,7 @@ import secrets
 from dataclasses import dataclass
 
 KEY_PREFIX = "fmk_"
-_KEY_RE = re.compile(r"^fmk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
+_KEY_RE = re.compile(r"fmk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +38,7 @@ def hash_secret(secret: str, pepper: str) -> str:
 
 def parse_token(token: str) -> tuple[str, str] | None:
     """Split a presented token into (key_id, secret), or None if it is not a flexmarket key."""
-    match = _KEY_RE.match(token)
+    match = _KEY_RE.fullmatch(token)
     if match is None:
         return None
     return match.group(1), match.group(2)

@@ -15,9 +15,7 @@ class ApiKey(IdMixin, CreatedAtMixin, Base):
 
     __tablename__ = "api_key"
 
-    participant_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("participant.id", ondelete="RESTRICT"), index=True
-    )
+    participant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("participant.id", ondelete="RESTRICT"), index=True)
     key_id: Mapped[str] = mapped_column(String(32), unique=True)
     secret_hash: Mapped[str] = mapped_column(String(64))
     name: Mapped[str] = mapped_column(String(200))

@@ -22,8 +22,11 @@ def issue_key(
     """Create a key and return it with its token. The token exists only in this return value."""
     new = generate_key()
     key = ApiKey(
-        id=uuid.uuid4(), participant_id=participant.id, key_id=new.key_id,
-        secret_hash=hash_secret(new.secret, pepper), name=name,
+        id=uuid.uuid4(),
+        participant_id=participant.id,
+        key_id=new.key_id,
+        secret_hash=hash_secret(new.secret, pepper),
+        name=name,
         scopes=sorted({s.value for s in scopes}),
     )
     session.add(key)
@@ -75,8 +78,10 @@ def authenticate(session: Session, token: str, pepper: str) -> Principal | None:
     if row is None or row.revoked_at is not None or not secret_matches(secret, row.secret_hash, pepper):
         return None
     return Principal(
-        participant_id=row.participant_id, role=row.role,
-        scopes=frozenset(Scope(s) for s in row.scopes), api_key_id=row.id,
+        participant_id=row.participant_id,
+        role=row.role,
+        scopes=frozenset(Scope(s) for s in row.scopes),
+        api_key_id=row.id,
     )
 
 
@@ -89,7 +94,9 @@ def bootstrap_operator(session: Session, name: str, pepper: str) -> tuple[Partic
     )
     if active is not None:
         raise Conflict(detail="an operator key exists already; use it to issue more keys through the API")
-    operator = session.scalar(select(Participant).where(Participant.role == Role.OPERATOR).order_by(Participant.created_at))
+    operator = session.scalar(
+        select(Participant).where(Participant.role == Role.OPERATOR).order_by(Participant.created_at)
+    )
     if operator is None:
         operator = Participant(id=uuid.uuid4(), name=name, role=Role.OPERATOR)
         session.add(operator)

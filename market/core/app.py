@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin, SQLAlchemySyncConfig
 from litestar import Litestar, Router, get
 from litestar.config.cors import CORSConfig
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
-from litestar.plugins.sqlalchemy import SQLAlchemyPlugin, SQLAlchemySyncConfig
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
@@ -23,7 +23,7 @@ PUBLIC_PATHS = ["/schema", "/health"]
 
 
 @get("/health", sync_to_thread=True, tags=["health"], summary="Liveness and database reachability")
-def health(db_session: Session) -> dict[str, str]:
+def health(db_session: NamedDependency[Session]) -> dict[str, str]:
     db_session.execute(text("SELECT 1"))
     return {"status": "ok"}
 
@@ -41,8 +41,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
     api = Router(
         path=API_PREFIX,
         route_handlers=[handler for ctx in contexts for handler in ctx.route_handlers],
-        dependencies={"principal": Provide(provide_principal, sync_to_thread=False),
-                      "page": Provide(provide_page, sync_to_thread=False)},
+        dependencies={
+            "principal": Provide(provide_principal, sync_to_thread=False),
+            "page": Provide(provide_page, sync_to_thread=False),
+        },
         security=[{"apiKey": []}],
     )
     app = Litestar(

@@ -11,13 +11,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 IN_PROCESS_BROKER = "in-process"
 """Broker URL value that makes Celery run every task eagerly in the calling process."""
 
 PLACEHOLDER_SECRET = "change-me"  # noqa: S105 - the placeholder production refuses
+MIN_PEPPER_LENGTH = 32
 
 
 class DatabaseSettings(BaseSettings):
@@ -66,15 +67,18 @@ class SecuritySettings(BaseSettings):
 
     @model_validator(mode="after")
     def _no_placeholder_in_production(self) -> SecuritySettings:
-        if self.environment == "production" and self.api_key_pepper == PLACEHOLDER_SECRET:
-            raise ValueError("FLEX_API_KEY_PEPPER must be set to a real secret when FLEX_ENVIRONMENT=production")
+        weak = self.api_key_pepper == PLACEHOLDER_SECRET or len(self.api_key_pepper) < MIN_PEPPER_LENGTH
+        if self.environment == "production" and weak:
+            raise ValueError(
+                f"FLEX_API_KEY_PEPPER must be a real secret of at least {MIN_PEPPER_LENGTH} characters "
+                "when FLEX_ENVIRONMENT=production"
+            )
         return self
 
 
-class Settings(BaseSettings):
-    """All settings of one process."""
-
-    model_config = SettingsConfigDict(extra="ignore")
+class Settings(BaseModel):
+    """All settings of one process. Each part reads its own ``FLEX_*`` variables; this composite
+    reads none itself, so no unprefixed variable (``DATABASE``, ``API``...) can leak in."""
 
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     jobs: JobSettings = Field(default_factory=JobSettings)

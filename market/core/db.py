@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import Context, Decimal
 from typing import Any, ClassVar
 
 from advanced_alchemy.types import DateTimeUTC
@@ -19,6 +19,8 @@ from sqlalchemy import BigInteger, Dialect, MetaData, Numeric, create_engine, ev
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.types import TypeDecorator, TypeEngine
+
+from market.core.amounts import canonical, decimal_places
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -33,13 +35,20 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+_EXACT = Context(prec=60)
+SQLITE_MAX = 2**63 - 1
+SQLITE_MIN = -(2**63)
+SQLITE_MAX_VALUE = Decimal(SQLITE_MAX).scaleb(-6)
+
+
 class ExactDecimal(TypeDecorator[Decimal]):
     """A ``Decimal`` stored exactly on every backend, never as a float.
 
     PostgreSQL stores ``NUMERIC(precision, scale)``. SQLite has no exact decimal type (its
     NUMERIC affinity is a float), so there the value is stored as an integer count of
-    ``10**-scale`` units, which keeps ordering and ``SUM`` exact. A value with more decimal
-    places than ``scale`` is refused rather than silently rounded.
+    ``10**-scale`` units, which keeps ordering and ``SUM`` exact; the embedded store's range is
+    therefore ±9.2e12 at 6 places, far above every bound the services allow. A value with more
+    decimal places than ``scale``, a non-finite value or one out of range is refused, never rounded.
     """
 
     impl = Numeric
@@ -62,25 +71,29 @@ class ExactDecimal(TypeDecorator[Decimal]):
         if value is None:
             return None
         value = Decimal(value)
-        scaled = value.scaleb(self.scale)
-        if scaled != scaled.to_integral_value():
+        if not value.is_finite():
+            raise ValueError(f"{value} is not a finite amount")
+        if decimal_places(value) > self.scale:
             raise ValueError(f"{value} has more than {self.scale} decimal places")
         if dialect.name == "sqlite":
-            return int(scaled)
+            scaled = int(value.scaleb(self.scale, context=_EXACT))
+            if not SQLITE_MIN <= scaled <= SQLITE_MAX:
+                raise ValueError(f"{value} is outside the range SQLite can store exactly (±{SQLITE_MAX_VALUE})")
+            return scaled
         return value
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
         if value is None:
             return None
         if dialect.name == "sqlite":
-            return Decimal(int(value)).scaleb(-self.scale)
-        return Decimal(value)
+            return canonical(Decimal(int(value)).scaleb(-self.scale))
+        return canonical(Decimal(value))
 
 
 class Base(DeclarativeBase):
     """Declarative base of every table in every context."""
 
-    metadata: ClassVar[MetaData] = MetaData(naming_convention=NAMING_CONVENTION)  # type: ignore[misc]  # SQLAlchemy declares it as an instance attribute
+    metadata: ClassVar[MetaData] = MetaData(naming_convention=NAMING_CONVENTION)
 
 
 class IdMixin:

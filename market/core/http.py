@@ -22,7 +22,7 @@ from litestar.exceptions import (
 )
 from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
-from litestar.params import Parameter
+from litestar.params import QueryParameter
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -55,8 +55,9 @@ STATUS_OF: dict[type[MarketError], int] = {
 # -- problem+json -------------------------------------------------------------------------------
 
 
-def problem(status: int, title: str, detail: str, errors: list[FieldError] | None = None,
-            headers: dict[str, str] | None = None) -> Response[dict[str, Any]]:
+def problem(
+    status: int, title: str, detail: str, errors: list[FieldError] | None = None, headers: dict[str, str] | None = None
+) -> Response[dict[str, Any]]:
     body: dict[str, Any] = {
         "type": f"urn:flexmarket:problem:{title.lower().replace(' ', '-')}",
         "title": title,
@@ -69,9 +70,17 @@ def problem(status: int, title: str, detail: str, errors: list[FieldError] | Non
 
 
 _TITLES = {
-    400: "Bad request", 401: "Unauthenticated", 403: "Forbidden", 404: "Not found", 405: "Method not allowed",
-    409: "Conflict", 413: "Payload too large", 415: "Unsupported media type", 422: "Invalid input",
-    429: "Too many requests", 500: "Internal error",
+    400: "Bad request",
+    401: "Unauthenticated",
+    403: "Forbidden",
+    404: "Not found",
+    405: "Method not allowed",
+    409: "Conflict",
+    413: "Payload too large",
+    415: "Unsupported media type",
+    422: "Invalid input",
+    429: "Too many requests",
+    500: "Internal error",
 }
 
 
@@ -85,16 +94,26 @@ def market_error_handler(_: Request[Any, Any, Any], exc: MarketError) -> Respons
 
 
 _AT_PATH = re.compile(r"\s*-\s*at\s*`\$\.?([^`]*)`")
+_NAMED_FIELD = re.compile(r"(?:unknown|missing required) field `([^`]+)`")
 
 
 def _field_of(item: dict[str, Any]) -> tuple[str, str]:
-    """Turn one of Litestar's validation items into (field, reason)."""
+    """Turn one of Litestar's validation items into (field, reason).
+
+    msgspec reports ``... - at `$.entries[0].factor``` for a bad value and names the field in the
+    message for an unknown or missing one; both become a dotted field path.
+    """
     message = str(item.get("message", "invalid"))
     match = _AT_PATH.search(message)
-    field = match.group(1) if match else str(item.get("key") or "body")
+    field = match.group(1) if match else ""
+    named = _NAMED_FIELD.search(message)
+    if named:
+        field = f"{field}.{named.group(1)}" if field else named.group(1)
+    if not field:
+        field = str(item.get("key") or "body")
     reason = _AT_PATH.sub("", message).strip() or "invalid"
-    source = item.get("source")
-    if source in ("query", "path", "header") and item.get("key"):
+    source = str(getattr(item.get("source"), "value", item.get("source")))
+    if source in ("query", "path", "header", "cookie") and item.get("key"):
         field = f"{source}.{item['key']}"
     return field or "body", reason
 
@@ -109,8 +128,10 @@ def validation_handler(_: Request[Any, Any, Any], exc: ValidationException) -> R
 
 
 def http_error_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
-    return problem(exc.status_code, _title(exc.status_code), exc.detail or _title(exc.status_code),
-                   headers=exc.headers)
+    detail = exc.detail or _title(exc.status_code)
+    # A 400 from the framework means the body could not be parsed at all (e.g. malformed JSON).
+    errors = [FieldError("body", detail)] if exc.status_code == 400 else None  # noqa: PLR2004
+    return problem(exc.status_code, _title(exc.status_code), detail, errors, headers=exc.headers)
 
 
 def integrity_handler(_: Request[Any, Any, Any], exc: IntegrityError) -> Response[dict[str, Any]]:
@@ -178,7 +199,7 @@ MAX_PAGE_SIZE = 1_000
 
 
 def provide_page(
-    limit: Annotated[int, Parameter(ge=1, le=MAX_PAGE_SIZE, description="page size")] = 100,
-    offset: Annotated[int, Parameter(ge=0, le=10_000_000, description="rows to skip")] = 0,
+    limit: Annotated[int, QueryParameter(ge=1, le=MAX_PAGE_SIZE, description="page size")] = 100,
+    offset: Annotated[int, QueryParameter(ge=0, le=10_000_000, description="rows to skip")] = 0,
 ) -> Page:
     return Page(limit=limit, offset=offset)

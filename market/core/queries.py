@@ -27,7 +27,7 @@ class Page:
     offset: int
 
 
-def paginate(session: Session, statement: Select[tuple[M]], page: Page) -> tuple[list[M], int]:
+def paginate(session: Session, statement: Select[M], page: Page) -> tuple[list[M], int]:
     """One page of ``statement``'s rows and the total count over all pages."""
     total = session.scalar(select(func.count()).select_from(statement.order_by(None).subquery())) or 0
     rows = list(session.scalars(statement.limit(page.limit).offset(page.offset)))

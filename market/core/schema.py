@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Annotated, Any, TypeVar
 
 import msgspec
+
+from market.core.amounts import canonical
 
 T = TypeVar("T", bound="CamelStruct")
 
@@ -16,7 +19,16 @@ Code = Annotated[
 
 
 class CamelStruct(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=False):
-    """Unknown fields are refused, so a client cannot smuggle server-owned fields in."""
+    """Unknown fields are refused, so a client cannot smuggle server-owned fields in.
+
+    Decimal amounts are put in canonical form on arrival (see :func:`canonical`).
+    """
+
+    def __post_init__(self) -> None:
+        for name in self.__struct_fields__:
+            value = getattr(self, name)
+            if isinstance(value, Decimal):
+                setattr(self, name, canonical(value))
 
     @classmethod
     def from_model(cls: type[T], obj: Any) -> T:

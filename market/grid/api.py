@@ -3,7 +3,9 @@ from __future__ import annotations
 import uuid
 
 from litestar import Controller, get, post, put
+from litestar.di import NamedDependency
 from litestar.pagination import OffsetPagination
+from litestar.params import FromPath, JSONBody
 from sqlalchemy.orm import Session
 
 from market.auth.principal import Principal, Scope
@@ -14,32 +16,54 @@ from market.grid.schemas import CongestionPointCreate, CongestionPointRead, Reli
 
 
 class GridController(Controller):
-    tags = ["grid"]
+    tags = ("grid",)
 
-    @post("/markets/{market_id:uuid}/congestion-points", guards=[requires(Scope.ADMIN)], sync_to_thread=True,
-          summary="Add a congestion point to the market's grid tree (operator)")
-    def create_point(self, db_session: Session, principal: Principal, market_id: uuid.UUID,
-                     data: CongestionPointCreate) -> CongestionPointRead:
+    @post(
+        "/markets/{market_id:uuid}/congestion-points",
+        guards=[requires(Scope.ADMIN)],
+        sync_to_thread=True,
+        summary="Add a congestion point to the market's grid tree (operator)",
+    )
+    def create_point(
+        self,
+        db_session: NamedDependency[Session],
+        principal: NamedDependency[Principal],
+        market_id: FromPath[uuid.UUID],
+        data: JSONBody[CongestionPointCreate],
+    ) -> CongestionPointRead:
         point = service.create_congestion_point(db_session, principal, market_id, data)
         return CongestionPointRead.from_model(point)
 
     @get("/markets/{market_id:uuid}/congestion-points", sync_to_thread=True, summary="List congestion points")
-    def list_points(self, db_session: Session, market_id: uuid.UUID,
-                    page: Page) -> OffsetPagination[CongestionPointRead]:
+    def list_points(
+        self, db_session: NamedDependency[Session], market_id: FromPath[uuid.UUID], page: NamedDependency[Page]
+    ) -> OffsetPagination[CongestionPointRead]:
         rows, total = service.list_congestion_points(db_session, market_id, page)
         return OffsetPagination([CongestionPointRead.from_model(r) for r in rows], page.limit, page.offset, total)
 
     @get("/congestion-points/{point_id:uuid}", sync_to_thread=True, summary="Read a congestion point")
-    def read_point(self, db_session: Session, point_id: uuid.UUID) -> CongestionPointRead:
+    def read_point(self, db_session: NamedDependency[Session], point_id: FromPath[uuid.UUID]) -> CongestionPointRead:
         return CongestionPointRead.from_model(service.get_congestion_point(db_session, point_id))
 
-    @put("/markets/{market_id:uuid}/sensitivities", guards=[requires(Scope.ADMIN)], sync_to_thread=True,
-         summary="Replace the sensitivity matrix (operator); returns the effective relief factors")
-    def put_sensitivities(self, db_session: Session, principal: Principal, market_id: uuid.UUID,
-                          data: SensitivityMatrix) -> list[ReliefEntry]:
+    @put(
+        "/markets/{market_id:uuid}/sensitivities",
+        guards=[requires(Scope.ADMIN)],
+        sync_to_thread=True,
+        summary="Replace the sensitivity matrix (operator); returns the effective relief factors",
+    )
+    def put_sensitivities(
+        self,
+        db_session: NamedDependency[Session],
+        principal: NamedDependency[Principal],
+        market_id: FromPath[uuid.UUID],
+        data: JSONBody[SensitivityMatrix],
+    ) -> list[ReliefEntry]:
         return service.set_sensitivities(db_session, principal, market_id, data.entries)
 
-    @get("/markets/{market_id:uuid}/relief", sync_to_thread=True,
-         summary="Effective relief factors: the radial tree, overridden by the sensitivity matrix")
-    def relief(self, db_session: Session, market_id: uuid.UUID) -> list[ReliefEntry]:
+    @get(
+        "/markets/{market_id:uuid}/relief",
+        sync_to_thread=True,
+        summary="Effective relief factors: the radial tree, overridden by the sensitivity matrix",
+    )
+    def relief(self, db_session: NamedDependency[Session], market_id: FromPath[uuid.UUID]) -> list[ReliefEntry]:
         return service.market_relief(db_session, market_id)

@@ -30,8 +30,14 @@ class CongestionPoint(IdMixin, CreatedAtMixin, Base):
     code: Mapped[str] = mapped_column(String(64))
     name: Mapped[str] = mapped_column(String(200))
     kind: Mapped[CongestionPointKind] = mapped_column(
-        Enum(CongestionPointKind, native_enum=False, length=20, values_callable=lambda e: [m.value for m in e],
-             create_constraint=True, name="congestion_point_kind")
+        Enum(
+            CongestionPointKind,
+            native_enum=False,
+            length=20,
+            values_callable=lambda e: [m.value for m in e],
+            create_constraint=True,
+            name="congestion_point_kind",
+        )
     )
 
 

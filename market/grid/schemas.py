@@ -10,6 +10,9 @@ import msgspec
 from market.core.schema import CamelStruct, Code, Name
 from market.grid.models import CongestionPointKind
 
+MAX_MATRIX_ENTRIES = 50_000
+"""A full matrix for 220 congestion points; larger grids split into markets."""
+
 Factor = Annotated[Decimal, msgspec.Meta(description="kW relieved at target per kW at source")]
 
 
@@ -41,7 +44,7 @@ class SensitivityEntry(CamelStruct):
 class SensitivityMatrix(CamelStruct):
     """The whole matrix of a market; a PUT replaces it. An empty list returns to the radial rule."""
 
-    entries: Annotated[list[SensitivityEntry], msgspec.Meta(max_length=100_000)]
+    entries: Annotated[list[SensitivityEntry], msgspec.Meta(max_length=MAX_MATRIX_ENTRIES)]
 
 
 class ReliefEntry(CamelStruct):

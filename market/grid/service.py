@@ -10,6 +10,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from market.auth.principal import Principal
+from market.core.amounts import amount_errors
 from market.core.errors import Conflict, FieldError, InvalidInput
 from market.core.queries import Page, get_or_404, paginate
 from market.grid.models import CongestionPoint, Sensitivity
@@ -37,12 +38,19 @@ def create_congestion_point(
         select(CongestionPoint.id).where(CongestionPoint.market_id == market_id, CongestionPoint.code == data.code)
     )
     if exists is not None:
-        raise Conflict(detail=f"congestion point {data.code!r} exists in this market",
-                       errors=[FieldError("code", "already used in this market")])
+        raise Conflict(
+            detail=f"congestion point {data.code!r} exists in this market",
+            errors=[FieldError("code", "already used in this market")],
+        )
     # A new point has no children, so linking it under an existing parent cannot close a cycle.
     point = CongestionPoint(
-        id=uuid.uuid4(), market_id=market_id, code=data.code, name=data.name, kind=data.kind,
-        utility_id=data.utility_id, parent_id=data.parent_id,
+        id=uuid.uuid4(),
+        market_id=market_id,
+        code=data.code,
+        name=data.name,
+        kind=data.kind,
+        utility_id=data.utility_id,
+        parent_id=data.parent_id,
     )
     session.add(point)
     session.flush()
@@ -69,13 +77,12 @@ def set_sensitivities(
     errors: list[FieldError] = []
     seen: set[tuple[uuid.UUID, uuid.UUID]] = set()
     for i, entry in enumerate(entries):
-        for name in ("source_id", "target_id"):
-            if getattr(entry, name) not in point_ids:
-                errors.append(FieldError(f"entries[{i}].{name}", "not a congestion point of this market"))
-        if not entry.factor.is_finite() or abs(entry.factor) > MAX_ABS_FACTOR:
-            errors.append(FieldError(f"entries[{i}].factor", f"must be finite and within ±{MAX_ABS_FACTOR}"))
-        elif entry.factor.as_tuple().exponent < -6:  # type: ignore[operator]  # finite => int exponent
-            errors.append(FieldError(f"entries[{i}].factor", "at most 6 decimal places"))
+        errors += [
+            FieldError(f"entries[{i}].{name}", "not a congestion point of this market")
+            for name in ("source_id", "target_id")
+            if getattr(entry, name) not in point_ids
+        ]
+        errors += amount_errors(f"entries[{i}].factor", entry.factor, max_abs=MAX_ABS_FACTOR)
         pair = (entry.source_id, entry.target_id)
         if pair in seen:
             errors.append(FieldError(f"entries[{i}]", "duplicate (source_id, target_id) pair"))
@@ -84,8 +91,7 @@ def set_sensitivities(
         raise InvalidInput(detail="the sensitivity matrix is invalid", errors=errors)
     session.execute(delete(Sensitivity).where(Sensitivity.market_id == market_id))
     session.add_all(
-        Sensitivity(market_id=market_id, source_id=e.source_id, target_id=e.target_id, factor=e.factor)
-        for e in entries
+        Sensitivity(market_id=market_id, source_id=e.source_id, target_id=e.target_id, factor=e.factor) for e in entries
     )
     session.flush()
     return market_relief(session, market_id)
@@ -96,8 +102,8 @@ def market_relief(session: Session, market_id: uuid.UUID) -> list[ReliefEntry]:
     get_market(session, market_id)
     rows = session.execute(
         select(CongestionPoint.id, CongestionPoint.parent_id).where(CongestionPoint.market_id == market_id)
-    ).tuples()
-    parents = {point: parent for point, parent in rows}
+    )
+    parents = dict(rows.all())
     given = {
         (s.source_id, s.target_id): s.factor
         for s in session.scalars(select(Sensitivity).where(Sensitivity.market_id == market_id))

@@ -48,12 +48,24 @@ class Market(IdMixin, CreatedAtMixin, Base):
     isp_minutes: Mapped[int] = mapped_column(default=15)
     currency: Mapped[str] = mapped_column(String(3))
     pricing_rule: Mapped[PricingRule] = mapped_column(
-        Enum(PricingRule, native_enum=False, length=20, values_callable=lambda e: [m.value for m in e],
-             create_constraint=True, name="pricing_rule")
+        Enum(
+            PricingRule,
+            native_enum=False,
+            length=20,
+            values_callable=lambda e: [m.value for m in e],
+            create_constraint=True,
+            name="pricing_rule",
+        )
     )
     gate_closure_kind: Mapped[GateClosureKind] = mapped_column(
-        Enum(GateClosureKind, native_enum=False, length=20, values_callable=lambda e: [m.value for m in e],
-             create_constraint=True, name="gate_closure_kind")
+        Enum(
+            GateClosureKind,
+            native_enum=False,
+            length=20,
+            values_callable=lambda e: [m.value for m in e],
+            create_constraint=True,
+            name="gate_closure_kind",
+        )
     )
     day_ahead_gate_time: Mapped[time | None] = mapped_column(Time())
     intraday_lead_minutes: Mapped[int | None]

@@ -10,7 +10,9 @@ import msgspec
 from market.core.schema import CamelStruct, Code, Name
 from market.markets.models import GateClosureKind, PricingRule
 
-Timezone = Annotated[str, msgspec.Meta(min_length=1, max_length=64, description="IANA time zone, e.g. Europe/Amsterdam")]
+Timezone = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=64, description="IANA time zone, e.g. Europe/Amsterdam")
+]
 Currency = Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{3}$", description="ISO 4217 currency code")]
 LeadMinutes = Annotated[int, msgspec.Meta(ge=0, le=2880)]
 IspMinutes = Literal[5, 10, 15, 30, 60]
@@ -37,8 +39,8 @@ class MarketUpdate(CamelStruct):
     name: Name | msgspec.UnsetType = msgspec.UNSET
     pricing_rule: PricingRule | msgspec.UnsetType = msgspec.UNSET
     gate_closure_kind: GateClosureKind | msgspec.UnsetType = msgspec.UNSET
-    day_ahead_gate_time: time | None | msgspec.UnsetType = msgspec.UNSET
-    intraday_lead_minutes: LeadMinutes | None | msgspec.UnsetType = msgspec.UNSET
+    day_ahead_gate_time: time | msgspec.UnsetType | None = msgspec.UNSET
+    intraday_lead_minutes: LeadMinutes | msgspec.UnsetType | None = msgspec.UNSET
     min_price_per_mwh: Decimal | msgspec.UnsetType = msgspec.UNSET
     max_price_per_mwh: Decimal | msgspec.UnsetType = msgspec.UNSET
     max_quantity_kw: Decimal | msgspec.UnsetType = msgspec.UNSET

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from market.auth.principal import Principal
+from market.core.amounts import amount_errors
 from market.core.errors import Conflict, FieldError, InvalidInput
 from market.core.queries import Page, get_or_404, paginate
 from market.markets.calendar import MarketClock
@@ -18,6 +19,8 @@ from market.markets.models import GateClosureKind, Market
 from market.markets.schemas import MarketCreate, MarketUpdate
 
 MAX_ABS_PRICE_PER_MWH = Decimal(1_000_000)
+MAX_QUANTITY_KW = Decimal(10_000_000)
+"""10 GW: far above any single flexibility order; guards against unit mistakes (W for kW)."""
 
 
 def clock_of(market: Market) -> MarketClock:
@@ -42,17 +45,10 @@ def _check_rules(market: Market) -> None:
     if market.gate_closure_kind is GateClosureKind.INTRADAY and market.intraday_lead_minutes is None:
         errors.append(FieldError("intraday_lead_minutes", "required when gate_closure_kind is intraday"))
     for name in ("min_price_per_mwh", "max_price_per_mwh"):
-        value: Decimal = getattr(market, name)
-        if not value.is_finite() or abs(value) > MAX_ABS_PRICE_PER_MWH:
-            errors.append(FieldError(name, f"must be a finite amount within ±{MAX_ABS_PRICE_PER_MWH}"))
+        errors += amount_errors(name, getattr(market, name), max_abs=MAX_ABS_PRICE_PER_MWH)
+    errors += amount_errors("max_quantity_kw", market.max_quantity_kw, max_abs=MAX_QUANTITY_KW, positive=True)
     if not errors and market.min_price_per_mwh > market.max_price_per_mwh:
         errors.append(FieldError("min_price_per_mwh", "must not exceed max_price_per_mwh"))
-    if not market.max_quantity_kw.is_finite() or market.max_quantity_kw <= 0:
-        errors.append(FieldError("max_quantity_kw", "must be a positive amount"))
-    for name in ("min_price_per_mwh", "max_price_per_mwh", "max_quantity_kw"):
-        value = getattr(market, name)
-        if value.is_finite() and value.as_tuple().exponent < -6:  # type: ignore[operator]  # finite => int exponent
-            errors.append(FieldError(name, "at most 6 decimal places"))
     if errors:
         raise InvalidInput(detail="the market's rules are inconsistent", errors=errors)
 
@@ -60,8 +56,10 @@ def _check_rules(market: Market) -> None:
 def create_market(session: Session, principal: Principal, data: MarketCreate) -> Market:
     principal.require_operator()
     if session.scalar(select(Market.id).where(Market.code == data.code)) is not None:
-        raise Conflict(detail=f"a market with code {data.code!r} exists",
-                       errors=[FieldError("code", "already used by another market")])
+        raise Conflict(
+            detail=f"a market with code {data.code!r} exists",
+            errors=[FieldError("code", "already used by another market")],
+        )
     market = Market(id=uuid.uuid4(), **msgspec.structs.asdict(data))
     _check_rules(market)
     session.add(market)
@@ -86,4 +84,3 @@ def get_market(session: Session, market_id: uuid.UUID) -> Market:
 
 def list_markets(session: Session, page: Page) -> tuple[list[Market], int]:
     return paginate(session, select(Market).order_by(Market.code), page)
-

@@ -36,8 +36,14 @@ class Participant(IdMixin, CreatedAtMixin, Base):
 
     name: Mapped[str] = mapped_column(String(200))
     role: Mapped[Role] = mapped_column(
-        Enum(Role, native_enum=False, length=20, values_callable=lambda e: [m.value for m in e],
-             create_constraint=True, name="role")
+        Enum(
+            Role,
+            native_enum=False,
+            length=20,
+            values_callable=lambda e: [m.value for m in e],
+            create_constraint=True,
+            name="role",
+        )
     )
     contact_email: Mapped[str | None] = mapped_column(String(320))
 
@@ -54,9 +60,7 @@ class Site(IdMixin, CreatedAtMixin, Base):
     meter_code: Mapped[str] = mapped_column(String(64), unique=True)
     name: Mapped[str] = mapped_column(String(200))
     assets: Mapped[list[str]] = mapped_column(JSON, default=list)
-    portfolio_id: Mapped[uuid.UUID | None] = mapped_column(
-        ForeignKey("portfolio.id", ondelete="RESTRICT"), index=True
-    )
+    portfolio_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("portfolio.id", ondelete="RESTRICT"), index=True)
 
 
 class Portfolio(IdMixin, CreatedAtMixin, Base):

@@ -30,7 +30,7 @@ class SiteCreate(CamelStruct):
     congestion_point_id: uuid.UUID
     meter_code: Code
     name: Name
-    assets: Annotated[list[AssetKind], msgspec.Meta(max_length=len(AssetKind))] = []
+    assets: Annotated[list[AssetKind], msgspec.Meta(max_length=len(AssetKind))] = msgspec.field(default_factory=list)
     owner_id: uuid.UUID | None = msgspec.field(default=None)
     """Only the operator may register a site on behalf of another participant."""
 
@@ -71,4 +71,4 @@ class PortfolioRead(CamelStruct):
     congestion_point_id: uuid.UUID
     name: str
     created_at: datetime
-    members: list[PortfolioMember] = []
+    members: list[PortfolioMember] = msgspec.field(default_factory=list)

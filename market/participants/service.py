@@ -45,8 +45,9 @@ def list_participants(
     return paginate(session, statement, page)
 
 
-def _owner_for(session: Session, principal: Principal, requested: uuid.UUID | None, field: str,
-               roles: frozenset[Role]) -> uuid.UUID:
+def _owner_for(
+    session: Session, principal: Principal, requested: uuid.UUID | None, field: str, roles: frozenset[Role]
+) -> uuid.UUID:
     """The participant a new object belongs to: the caller, or whom the operator names."""
     if requested is None or requested == principal.participant_id:
         principal.require_role(*roles)
@@ -67,11 +68,17 @@ def create_site(session: Session, principal: Principal, data: SiteCreate) -> Sit
     if session.get(CongestionPoint, data.congestion_point_id) is None:
         raise InvalidInput.on("congestion_point_id", "no such congestion point")
     if session.scalar(select(Site.id).where(Site.meter_code == data.meter_code)) is not None:
-        raise Conflict(detail=f"meter {data.meter_code!r} is already registered",
-                       errors=[FieldError("meter_code", "already registered")])
+        raise Conflict(
+            detail=f"meter {data.meter_code!r} is already registered",
+            errors=[FieldError("meter_code", "already registered")],
+        )
     site = Site(
-        id=uuid.uuid4(), owner_id=owner_id, congestion_point_id=data.congestion_point_id,
-        meter_code=data.meter_code, name=data.name, assets=[a.value for a in data.assets],
+        id=uuid.uuid4(),
+        owner_id=owner_id,
+        congestion_point_id=data.congestion_point_id,
+        meter_code=data.meter_code,
+        name=data.name,
+        assets=[a.value for a in data.assets],
     )
     session.add(site)
     session.flush()
@@ -95,7 +102,10 @@ def get_site(session: Session, principal: Principal, site_id: uuid.UUID) -> Site
 
 
 def list_sites(
-    session: Session, principal: Principal, page: Page, congestion_point_id: uuid.UUID | None = None,
+    session: Session,
+    principal: Principal,
+    page: Page,
+    congestion_point_id: uuid.UUID | None = None,
     portfolio_id: uuid.UUID | None = None,
 ) -> tuple[list[Site], int]:
     statement = select(Site).order_by(Site.meter_code)
@@ -153,7 +163,7 @@ def portfolio_members(session: Session, portfolio_id: uuid.UUID) -> list[Portfol
         select(Site.id, Site.meter_code, Site.congestion_point_id)
         .where(Site.portfolio_id == portfolio_id)
         .order_by(Site.meter_code)
-    ).tuples()
+    )
     return [PortfolioMember(site_id=i, meter_code=m, congestion_point_id=c) for i, m, c in rows]
 
 

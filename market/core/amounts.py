@@ -1,0 +1,60 @@
+"""Checks for decimal amounts arriving from clients (prices, quantities, factors)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from market.core.errors import FieldError
+
+DECIMAL_PLACES = 6
+"""Amounts are stored with 6 decimal places (see :class:`market.core.db.ExactDecimal`)."""
+
+
+def decimal_places(value: Decimal) -> int:
+    """Places after the point once trailing zeros are dropped, counted exactly (``normalize``
+    would round to the context's 28 digits first)."""
+    _, digits, exponent = value.as_tuple()
+    if not isinstance(exponent, int) or not any(digits):
+        return 0
+    while exponent < 0 and len(digits) > 1 and digits[-1] == 0:
+        digits = digits[:-1]
+        exponent += 1
+    return max(0, -exponent)
+
+
+def canonical(value: Decimal) -> Decimal:
+    """The shortest plain form of a finite amount: ``5000.000000`` -> ``5000``, ``3000.50`` -> ``3000.5``.
+
+    Stored and echoed amounts then read the same whatever form a client sent or a backend returns.
+    Non-finite values pass through unchanged, for validation to refuse.
+    """
+    if not value.is_finite():
+        return value
+    sign, digits, exponent = value.as_tuple()
+    assert isinstance(exponent, int)  # noqa: S101 - finite values have an integer exponent
+    if not any(digits):
+        return Decimal(0)
+    if exponent > 0:
+        digits, exponent = digits + (0,) * exponent, 0
+    while exponent < 0 and len(digits) > 1 and digits[-1] == 0:
+        digits = digits[:-1]
+        exponent += 1
+    return Decimal((sign, digits, exponent))
+
+
+def amount_errors(field: str, value: Decimal, *, max_abs: Decimal, positive: bool = False) -> list[FieldError]:
+    """Why ``value`` is not an acceptable amount, or an empty list."""
+    if not value.is_finite():
+        return [FieldError(field, "must be a finite number")]
+    if abs(value) > max_abs:
+        return [FieldError(field, f"must be within ±{max_abs}")]
+    if positive and value <= 0:
+        return [FieldError(field, "must be greater than zero")]
+    exponent = value.as_tuple().exponent
+    if (
+        isinstance(exponent, int)
+        and exponent < -DECIMAL_PLACES
+        and value != value.quantize(Decimal(1).scaleb(-DECIMAL_PLACES))
+    ):
+        return [FieldError(field, f"at most {DECIMAL_PLACES} decimal places")]
+    return []

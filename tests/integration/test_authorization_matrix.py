@@ -1,0 +1,279 @@
+"""Authorization matrix: every endpoint x every role x another participant's object.
+
+A non-operator never gets another participant's data: a foreign id gives 403 or 404 and the body
+names none of the victim's data. The operator (excepted by MARKET.md) succeeds, which shows each
+row really reaches its object. A test below fails if an endpoint exists that no row covers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from litestar import Litestar
+from litestar.testing import TestClient
+from sqlalchemy.orm import Session
+
+from market.participants.models import Role
+from market.participants.service import set_site_portfolio
+from tests import factories
+from tests.factories import Actor
+
+CALLER_ROLES = [Role.HOUSEHOLD, Role.AGGREGATOR, Role.DATA_CENTER, Role.UTILITY]
+
+
+@dataclass
+class World:
+    operator: Actor
+    callers: dict[Role, Actor]
+    victim_household: Actor
+    victim_aggregator: Actor
+    market_id: str
+    point_id: str
+    victim_site_id: str
+    victim_site_meter: str
+    victim_portfolio_id: str
+    victim_key_id: str
+    victim_key_public_id: str
+
+
+@pytest.fixture
+def world(db: Session) -> World:
+    operator = factories.actor(db, Role.OPERATOR)
+    utility = factories.actor(db, Role.UTILITY)
+    market = factories.market(db, operator)
+    point = factories.congestion_point(db, operator, market, utility)
+    callers = {role: factories.actor(db, role) for role in CALLER_ROLES}
+    # Callers own objects too, so "own" lists are not trivially empty.
+    factories.site(db, callers[Role.HOUSEHOLD], point)
+    factories.portfolio(db, callers[Role.AGGREGATOR], point)
+    victim_household = factories.actor(db, Role.HOUSEHOLD, name="Victim household")
+    victim_aggregator = factories.actor(db, Role.AGGREGATOR, name="Victim aggregator")
+    site = factories.site(db, victim_household, point)
+    portfolio = factories.portfolio(db, victim_aggregator, point)
+    set_site_portfolio(db, victim_household.principal, site.id, portfolio.id)
+    db.commit()
+    return World(
+        operator=operator,
+        callers=callers,
+        victim_household=victim_household,
+        victim_aggregator=victim_aggregator,
+        market_id=str(market.id),
+        point_id=str(point.id),
+        victim_site_id=str(site.id),
+        victim_site_meter=site.meter_code,
+        victim_portfolio_id=str(portfolio.id),
+        victim_key_id=str(victim_household.principal.api_key_id),
+        victim_key_public_id=victim_household.token.split("_")[1],
+    )
+
+
+@dataclass(frozen=True)
+class Row:
+    method: str
+    route: str
+    path: Callable[[World], str]
+    body: Callable[[World], Any] | None = None
+
+
+def _market_body(w: World) -> dict[str, Any]:
+    return {
+        "code": "another",
+        "name": "x",
+        "timezone": "UTC",
+        "currency": "EUR",
+        "pricing_rule": "pay_as_bid",
+        "gate_closure_kind": "intraday",
+        "intraday_lead_minutes": 15,
+        "min_price_per_mwh": "0",
+        "max_price_per_mwh": "100",
+        "max_quantity_kw": "10",
+    }
+
+
+# Rows whose path names an object owned by the victim participants.
+FOREIGN_OBJECT_ROWS = [
+    Row("GET", "/api/v1/participants/{participant_id:uuid}", lambda w: f"/api/v1/participants/{w.victim_household.id}"),
+    Row(
+        "GET",
+        "/api/v1/participants/{participant_id:uuid}/api-keys",
+        lambda w: f"/api/v1/participants/{w.victim_household.id}/api-keys",
+    ),
+    Row(
+        "POST",
+        "/api/v1/participants/{participant_id:uuid}/api-keys",
+        lambda w: f"/api/v1/participants/{w.victim_household.id}/api-keys",
+        lambda w: {"name": "stolen", "scopes": ["trade"]},
+    ),
+    Row("POST", "/api/v1/api-keys/{api_key_id:uuid}/revoke", lambda w: f"/api/v1/api-keys/{w.victim_key_id}/revoke"),
+    Row("GET", "/api/v1/sites/{site_id:uuid}", lambda w: f"/api/v1/sites/{w.victim_site_id}"),
+    Row(
+        "PUT",
+        "/api/v1/sites/{site_id:uuid}/portfolio",
+        lambda w: f"/api/v1/sites/{w.victim_site_id}/portfolio",
+        lambda w: {"portfolio_id": None},
+    ),
+    Row("GET", "/api/v1/portfolios/{portfolio_id:uuid}", lambda w: f"/api/v1/portfolios/{w.victim_portfolio_id}"),
+    Row(
+        "DELETE",
+        "/api/v1/portfolios/{portfolio_id:uuid}/members/{site_id:uuid}",
+        lambda w: f"/api/v1/portfolios/{w.victim_portfolio_id}/members/{w.victim_site_id}",
+    ),
+]
+
+# Rows only the operator may call: market and grid configuration, registering participants.
+OPERATOR_ROWS = [
+    Row("POST", "/api/v1/markets", lambda w: "/api/v1/markets", _market_body),
+    Row(
+        "PATCH",
+        "/api/v1/markets/{market_id:uuid}",
+        lambda w: f"/api/v1/markets/{w.market_id}",
+        lambda w: {"name": "renamed"},
+    ),
+    Row(
+        "POST",
+        "/api/v1/markets/{market_id:uuid}/congestion-points",
+        lambda w: f"/api/v1/markets/{w.market_id}/congestion-points",
+        lambda w: {"code": "NEW", "name": "n", "kind": "feeder", "utility_id": str(w.callers[Role.UTILITY].id)},
+    ),
+    Row(
+        "PUT",
+        "/api/v1/markets/{market_id:uuid}/sensitivities",
+        lambda w: f"/api/v1/markets/{w.market_id}/sensitivities",
+        lambda w: {"entries": []},
+    ),
+    Row(
+        "POST", "/api/v1/participants", lambda w: "/api/v1/participants", lambda w: {"name": "new", "role": "household"}
+    ),
+]
+
+# Market-wide reference data every participant may read: it is nobody's private data.
+PUBLIC_ROWS = [
+    Row("GET", "/api/v1/markets", lambda w: "/api/v1/markets"),
+    Row("GET", "/api/v1/markets/{market_id:uuid}", lambda w: f"/api/v1/markets/{w.market_id}"),
+    Row(
+        "GET",
+        "/api/v1/markets/{market_id:uuid}/delivery-days/{day:str}",
+        lambda w: f"/api/v1/markets/{w.market_id}/delivery-days/2026-10-25",
+    ),
+    Row(
+        "GET",
+        "/api/v1/markets/{market_id:uuid}/congestion-points",
+        lambda w: f"/api/v1/markets/{w.market_id}/congestion-points",
+    ),
+    Row("GET", "/api/v1/congestion-points/{point_id:uuid}", lambda w: f"/api/v1/congestion-points/{w.point_id}"),
+    Row("GET", "/api/v1/markets/{market_id:uuid}/relief", lambda w: f"/api/v1/markets/{w.market_id}/relief"),
+]
+
+# Lists and creates scoped to the caller: the victim's objects must never show up, and a caller
+# may not create objects in the victim's name.
+OWN_ROWS = [
+    Row("GET", "/api/v1/me", lambda w: "/api/v1/me"),
+    Row("GET", "/api/v1/participants", lambda w: "/api/v1/participants"),
+    Row("GET", "/api/v1/sites", lambda w: "/api/v1/sites"),
+    Row("GET", "/api/v1/portfolios", lambda w: "/api/v1/portfolios"),
+    Row(
+        "POST",
+        "/api/v1/sites",
+        lambda w: "/api/v1/sites",
+        lambda w: {
+            "owner_id": str(w.victim_household.id),
+            "congestion_point_id": w.point_id,
+            "meter_code": "EAN-STOLEN",
+            "name": "x",
+        },
+    ),
+    Row(
+        "POST",
+        "/api/v1/portfolios",
+        lambda w: "/api/v1/portfolios",
+        lambda w: {"aggregator_id": str(w.victim_aggregator.id), "congestion_point_id": w.point_id, "name": "x"},
+    ),
+]
+
+ALL_ROWS = FOREIGN_OBJECT_ROWS + OPERATOR_ROWS + PUBLIC_ROWS + OWN_ROWS
+
+
+def _call(client: TestClient[Litestar], row: Row, w: World, who: Actor) -> Any:
+    body = row.body(w) if row.body else None
+    return client.request(row.method, row.path(w), json=body, headers=who.headers)
+
+
+def _victim_data(w: World) -> list[str]:
+    return [
+        w.victim_site_meter,
+        "Victim household",
+        "Victim aggregator",
+        w.victim_key_public_id,
+        str(w.victim_aggregator.id),
+    ]
+
+
+def test_every_endpoint_is_in_the_matrix(app: Litestar) -> None:
+    routes = {
+        (method, route.path)
+        for route in app.routes
+        if route.path.startswith("/api/v1")
+        for method in getattr(route, "methods", set())
+        if method not in {"OPTIONS", "HEAD"}
+    }
+    covered = {(row.method, row.route) for row in ALL_ROWS}
+    assert routes - covered == set(), "add the new endpoints to the authorization matrix"
+    assert covered - routes == set(), "the matrix names endpoints that no longer exist"
+
+
+@pytest.mark.parametrize("role", CALLER_ROLES, ids=lambda r: r.value)
+@pytest.mark.parametrize("row", FOREIGN_OBJECT_ROWS, ids=lambda r: f"{r.method} {r.route}")
+def test_foreign_objects_are_never_reachable(client: TestClient[Litestar], world: World, row: Row, role: Role) -> None:
+    response = _call(client, row, world, world.callers[role])
+    assert response.status_code in (403, 404), response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    for secret in _victim_data(world):
+        assert secret not in response.text
+
+
+@pytest.mark.parametrize("row", FOREIGN_OBJECT_ROWS + OPERATOR_ROWS, ids=lambda r: f"{r.method} {r.route}")
+def test_the_operator_reaches_every_object(client: TestClient[Litestar], world: World, row: Row) -> None:
+    response = _call(client, row, world, world.operator)
+    assert response.status_code in (200, 201, 204), response.text
+
+
+@pytest.mark.parametrize("role", CALLER_ROLES, ids=lambda r: r.value)
+@pytest.mark.parametrize("row", OPERATOR_ROWS, ids=lambda r: f"{r.method} {r.route}")
+def test_only_the_operator_configures(client: TestClient[Litestar], world: World, row: Row, role: Role) -> None:
+    response = _call(client, row, world, world.callers[role])
+    assert response.status_code == 403, response.text
+
+
+@pytest.mark.parametrize("role", [*CALLER_ROLES, Role.OPERATOR], ids=lambda r: r.value)
+@pytest.mark.parametrize("row", PUBLIC_ROWS, ids=lambda r: f"{r.method} {r.route}")
+def test_market_reference_data_is_readable(client: TestClient[Litestar], world: World, row: Row, role: Role) -> None:
+    who = world.operator if role is Role.OPERATOR else world.callers[role]
+    response = _call(client, row, world, who)
+    assert response.status_code == 200, response.text
+    for secret in _victim_data(world):
+        assert secret not in response.text
+
+
+@pytest.mark.parametrize("role", CALLER_ROLES, ids=lambda r: r.value)
+@pytest.mark.parametrize("row", OWN_ROWS, ids=lambda r: f"{r.method} {r.route}")
+def test_own_lists_and_creates_never_touch_the_victim(
+    client: TestClient[Litestar], world: World, row: Row, role: Role
+) -> None:
+    response = _call(client, row, world, world.callers[role])
+    if row.method == "POST":
+        assert response.status_code in (403, 422), response.text
+    else:
+        assert response.status_code == 200, response.text
+    for secret in _victim_data(world):
+        assert secret not in response.text
+
+
+def test_no_key_is_401_everywhere(client: TestClient[Litestar], world: World) -> None:
+    for row in ALL_ROWS:
+        body = row.body(world) if row.body else None
+        response = client.request(row.method, row.path(world), json=body)
+        assert response.status_code == 401, (row, response.text)
+        assert response.headers["content-type"].startswith("application/problem+json")
