@@ -6,6 +6,7 @@ from market.auth.api import ApiKeyController
 from market.core.contexts import Context
 from market.grid.api import GridController
 from market.markets.api import MarketController
+from market.orders.api import FlexOfferController, FlexRequestController
 from market.participants.api import ParticipantController, PortfolioController, SiteController
 
 CONTEXT = Context(
@@ -17,12 +18,16 @@ CONTEXT = Context(
         ParticipantController,
         SiteController,
         PortfolioController,
+        FlexRequestController,
+        FlexOfferController,
     ],
     model_modules=[
         "market.markets.models",
         "market.participants.models",
         "market.grid.models",
         "market.auth.models",
+        "market.orders.models",
+        "market.core.idempotency",
     ],
     task_modules=[],
 )

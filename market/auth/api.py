@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import uuid
 
-from litestar import Controller, Request, get, post
+from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.pagination import OffsetPagination
@@ -13,6 +13,7 @@ from market.auth import service
 from market.auth.principal import Principal, Scope
 from market.auth.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyRead, WhoAmI
 from market.core.http import requires
+from market.core.idempotency import Idempotency
 from market.core.queries import Page
 
 
@@ -39,13 +40,18 @@ class ApiKeyController(Controller):
         request: Request[Principal, uuid.UUID, State],
         db_session: NamedDependency[Session],
         principal: NamedDependency[Principal],
+        idempotency: NamedDependency[Idempotency],
         participant_id: FromPath[uuid.UUID],
         data: JSONBody[ApiKeyCreate],
-    ) -> ApiKeyCreated:
-        key, token = service.create_key(
-            db_session, principal, participant_id, data.name, data.scopes, request.app.state.api_key_pepper
-        )
-        return ApiKeyCreated(key=ApiKeyRead.from_model(key), token=token)
+    ) -> Response[ApiKeyCreated]:
+        def issue() -> ApiKeyCreated:
+            key, token = service.create_key(
+                db_session, principal, participant_id, data.name, data.scopes, request.app.state.api_key_pepper
+            )
+            return ApiKeyCreated(key=ApiKeyRead.from_model(key), token=token)
+
+        # The token is never stored, so a replay cannot show it again: it is refused with a 409.
+        return idempotency.run(db_session, principal, issue, store_body=False)
 
     @get(
         "/participants/{participant_id:uuid}/api-keys",
@@ -74,6 +80,12 @@ class ApiKeyController(Controller):
         self,
         db_session: NamedDependency[Session],
         principal: NamedDependency[Principal],
+        idempotency: NamedDependency[Idempotency],
         api_key_id: FromPath[uuid.UUID],
-    ) -> ApiKeyRead:
-        return ApiKeyRead.from_model(service.revoke_key(db_session, principal, api_key_id))
+    ) -> Response[ApiKeyRead]:
+        return idempotency.run(
+            db_session,
+            principal,
+            lambda: ApiKeyRead.from_model(service.revoke_key(db_session, principal, api_key_id)),
+            status_code=200,
+        )

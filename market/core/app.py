@@ -17,6 +17,7 @@ from market.core.config import Settings, get_settings
 from market.core.contexts import load_contexts
 from market.core.db import make_engine, make_session_factory
 from market.core.http import EXCEPTION_HANDLERS, ApiKeyAuthentication, provide_page, provide_principal
+from market.core.idempotency import provide_idempotency
 
 API_PREFIX = "/api/v1"
 PUBLIC_PATHS = ["/schema", "/health"]
@@ -44,6 +45,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         dependencies={
             "principal": Provide(provide_principal, sync_to_thread=False),
             "page": Provide(provide_page, sync_to_thread=False),
+            "idempotency": Provide(provide_idempotency),
         },
         security=[{"apiKey": []}],
     )

@@ -6,6 +6,7 @@ Every error can name the fields at fault and why, so a client knows what to fix.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Self
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,13 +27,14 @@ class MarketError(Exception):
     def __str__(self) -> str:
         return self.detail
 
+    @classmethod
+    def on(cls, field_name: str, reason: str) -> Self:
+        """The error for one field and its reason."""
+        return cls(detail=f"{field_name}: {reason}", errors=[FieldError(field_name, reason)])
+
 
 class InvalidInput(MarketError):
     """The input breaks a rule the schema cannot express (422)."""
-
-    @classmethod
-    def on(cls, field_name: str, reason: str) -> InvalidInput:
-        return cls(detail=f"{field_name}: {reason}", errors=[FieldError(field_name, reason)])
 
 
 class NotFound(MarketError):

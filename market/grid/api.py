@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import uuid
 
-from litestar import Controller, get, post, put
+from litestar import Controller, Response, get, post, put
 from litestar.di import NamedDependency
 from litestar.pagination import OffsetPagination
 from litestar.params import FromPath, JSONBody
@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from market.auth.principal import Principal, Scope
 from market.core.http import requires
+from market.core.idempotency import Idempotency
 from market.core.queries import Page
 from market.grid import service
 from market.grid.schemas import CongestionPointCreate, CongestionPointRead, ReliefEntry, SensitivityMatrix
@@ -28,11 +29,17 @@ class GridController(Controller):
         self,
         db_session: NamedDependency[Session],
         principal: NamedDependency[Principal],
+        idempotency: NamedDependency[Idempotency],
         market_id: FromPath[uuid.UUID],
         data: JSONBody[CongestionPointCreate],
-    ) -> CongestionPointRead:
-        point = service.create_congestion_point(db_session, principal, market_id, data)
-        return CongestionPointRead.from_model(point)
+    ) -> Response[CongestionPointRead]:
+        return idempotency.run(
+            db_session,
+            principal,
+            lambda: CongestionPointRead.from_model(
+                service.create_congestion_point(db_session, principal, market_id, data)
+            ),
+        )
 
     @get("/markets/{market_id:uuid}/congestion-points", sync_to_thread=True, summary="List congestion points")
     def list_points(

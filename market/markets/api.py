@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 from datetime import date
 
-from litestar import Controller, get, patch, post
+from litestar import Controller, Response, get, patch, post
 from litestar.di import NamedDependency
 from litestar.pagination import OffsetPagination
 from litestar.params import FromPath, JSONBody
@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from market.auth.principal import Principal, Scope
 from market.core.errors import InvalidInput
 from market.core.http import requires
+from market.core.idempotency import Idempotency
 from market.core.queries import Page
 from market.markets import service
 from market.markets.schemas import DeliveryDayRead, MarketCreate, MarketRead, MarketUpdate
@@ -23,9 +24,15 @@ class MarketController(Controller):
 
     @post(guards=[requires(Scope.ADMIN)], sync_to_thread=True, summary="Create a market (operator)")
     def create(
-        self, db_session: NamedDependency[Session], principal: NamedDependency[Principal], data: JSONBody[MarketCreate]
-    ) -> MarketRead:
-        return MarketRead.from_model(service.create_market(db_session, principal, data))
+        self,
+        db_session: NamedDependency[Session],
+        principal: NamedDependency[Principal],
+        idempotency: NamedDependency[Idempotency],
+        data: JSONBody[MarketCreate],
+    ) -> Response[MarketRead]:
+        return idempotency.run(
+            db_session, principal, lambda: MarketRead.from_model(service.create_market(db_session, principal, data))
+        )
 
     @get(sync_to_thread=True, summary="List markets")
     def list(self, db_session: NamedDependency[Session], page: NamedDependency[Page]) -> OffsetPagination[MarketRead]:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import uuid
 
-from litestar import Controller, delete, get, post, put
+from litestar import Controller, Response, delete, get, post, put
 from litestar.di import NamedDependency
 from litestar.pagination import OffsetPagination
 from litestar.params import FromPath, FromQuery, JSONBody
@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from market.auth.principal import Principal, Scope
 from market.core.http import requires
+from market.core.idempotency import Idempotency
 from market.core.queries import Page
 from market.participants import service
 from market.participants.models import Role
@@ -33,9 +34,14 @@ class ParticipantController(Controller):
         self,
         db_session: NamedDependency[Session],
         principal: NamedDependency[Principal],
+        idempotency: NamedDependency[Idempotency],
         data: JSONBody[ParticipantCreate],
-    ) -> ParticipantRead:
-        return ParticipantRead.from_model(service.create_participant(db_session, principal, data))
+    ) -> Response[ParticipantRead]:
+        return idempotency.run(
+            db_session,
+            principal,
+            lambda: ParticipantRead.from_model(service.create_participant(db_session, principal, data)),
+        )
 
     @get(sync_to_thread=True, summary="List participants: all for the operator, oneself for anyone else")
     def list(
@@ -64,9 +70,15 @@ class SiteController(Controller):
 
     @post(guards=[requires(Scope.TRADE)], sync_to_thread=True, summary="Register a site/meter at a congestion point")
     def create(
-        self, db_session: NamedDependency[Session], principal: NamedDependency[Principal], data: JSONBody[SiteCreate]
-    ) -> SiteRead:
-        return SiteRead.from_model(service.create_site(db_session, principal, data))
+        self,
+        db_session: NamedDependency[Session],
+        principal: NamedDependency[Principal],
+        idempotency: NamedDependency[Idempotency],
+        data: JSONBody[SiteCreate],
+    ) -> Response[SiteRead]:
+        return idempotency.run(
+            db_session, principal, lambda: SiteRead.from_model(service.create_site(db_session, principal, data))
+        )
 
     @get(sync_to_thread=True, summary="List the sites one owns or aggregates")
     def list(
@@ -117,9 +129,14 @@ class PortfolioController(Controller):
         self,
         db_session: NamedDependency[Session],
         principal: NamedDependency[Principal],
+        idempotency: NamedDependency[Idempotency],
         data: JSONBody[PortfolioCreate],
-    ) -> PortfolioRead:
-        return _portfolio_read(db_session, service.create_portfolio(db_session, principal, data))
+    ) -> Response[PortfolioRead]:
+        return idempotency.run(
+            db_session,
+            principal,
+            lambda: _portfolio_read(db_session, service.create_portfolio(db_session, principal, data)),
+        )
 
     @get(sync_to_thread=True, summary="List one's portfolios")
     def list(

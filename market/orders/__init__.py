@@ -1,0 +1,1 @@
+"""The order book: FlexRequests from utilities and FlexOffers from flexibility sellers (USEF/UFTP)."""

@@ -1,0 +1,115 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated
+
+import msgspec
+
+from market.core.schema import CamelStruct
+from market.orders.models import Direction, OrderState
+
+MAX_ISPS_PER_ORDER = 200
+"""Two delivery days of 15-minute ISPs, including a 100-ISP clock-change day."""
+MAX_TRANCHES = 20
+MAX_BATCH = 10_000
+
+AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True, description="ISO 8601 with a UTC offset")]
+
+
+class IspQuantity(CamelStruct):
+    start: AwareDatetime
+    quantity_kw: Decimal
+
+
+class Tranche(CamelStruct):
+    """A tranche covers ``share`` of the offered kW in every ISP at ``price_per_mwh``."""
+
+    share: Decimal
+    price_per_mwh: Decimal
+
+
+class Storage(CamelStruct):
+    """Limits that link ISPs: up discharges ``kW·h / efficiency``, down charges ``kW·h · efficiency``."""
+
+    capacity_kwh: Decimal
+    initial_kwh: Decimal
+    efficiency: Decimal = Decimal(1)
+
+
+IspList = Annotated[list[IspQuantity], msgspec.Meta(min_length=1, max_length=MAX_ISPS_PER_ORDER)]
+
+
+class FlexRequestCreate(CamelStruct):
+    congestion_point_id: uuid.UUID
+    direction: Direction
+    isps: IspList
+    max_price_per_mwh: Decimal
+    expires_at: AwareDatetime | None = None
+
+
+class FlexRequestRead(CamelStruct):
+    id: uuid.UUID
+    market_id: uuid.UUID
+    utility_id: uuid.UUID
+    congestion_point_id: uuid.UUID
+    direction: Direction
+    isps: list[IspQuantity]
+    max_price_per_mwh: Decimal
+    revision: int
+    state: OrderState
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    created_at: datetime
+    submitted_at: datetime
+
+
+class FlexOfferCreate(CamelStruct):
+    """Give either ``price_per_mwh`` or ``tranches``, and either ``site_id`` or ``portfolio_id``."""
+
+    direction: Direction
+    isps: IspList
+    site_id: uuid.UUID | None = None
+    portfolio_id: uuid.UUID | None = None
+    price_per_mwh: Decimal | None = None
+    tranches: Annotated[list[Tranche], msgspec.Meta(min_length=1, max_length=MAX_TRANCHES)] | None = None
+    min_acceptance_fraction: Decimal = Decimal(0)
+    block: bool = False
+    rebound: Annotated[list[IspQuantity], msgspec.Meta(min_length=1, max_length=MAX_ISPS_PER_ORDER)] | None = None
+    storage: Storage | None = None
+    expires_at: AwareDatetime | None = None
+
+
+class FlexOfferRead(CamelStruct):
+    id: uuid.UUID
+    market_id: uuid.UUID
+    seller_id: uuid.UUID
+    site_id: uuid.UUID | None
+    portfolio_id: uuid.UUID | None
+    congestion_point_id: uuid.UUID
+    direction: Direction
+    isps: list[IspQuantity]
+    price_per_mwh: Decimal | None
+    tranches: list[Tranche] | None
+    min_acceptance_fraction: Decimal
+    block: bool
+    rebound: list[IspQuantity] | None
+    storage: Storage | None
+    revision: int
+    state: OrderState
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    created_at: datetime
+    submitted_at: datetime
+
+
+class FlexOfferBatch(CamelStruct):
+    """Up to 10,000 offers, stored all or nothing."""
+
+    offers: Annotated[list[FlexOfferCreate], msgspec.Meta(min_length=1, max_length=MAX_BATCH)]
+
+
+class BatchAccepted(CamelStruct):
+    count: int
+    ids: list[uuid.UUID]

@@ -1,0 +1,503 @@
+"""The order book: create, revise, revoke and list FlexRequests and FlexOffers.
+
+Every order is validated in full before anything is written (pure rules in
+:mod:`market.orders.validation`, ownership and existence here). Gate closure is checked against
+``now``, which the caller passes, so tests and replays control the clock.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Json
+from sqlalchemy import Select, insert, or_, select
+from sqlalchemy.orm import Session
+
+from market.auth.principal import Principal
+from market.core.errors import FieldError, Forbidden, GateClosed, InvalidInput, NotFound
+from market.core.queries import Page, paginate
+from market.grid.models import CongestionPoint
+from market.markets.models import Market
+from market.markets.service import clock_of
+from market.orders.models import Direction, FlexOffer, FlexRequest, OrderState
+from market.orders.schemas import (
+    FlexOfferCreate,
+    FlexOfferRead,
+    FlexRequestCreate,
+    FlexRequestRead,
+    IspQuantity,
+    Storage,
+    Tranche,
+)
+from market.orders.validation import Bounds, Profile, gate_errors, validate_offer, validate_request
+from market.participants.models import FLEX_SELLERS, Portfolio, Role, Site
+
+MAX_REPORTED_ERRORS = 1_000
+
+
+def bounds_of(market: Market) -> Bounds:
+    return Bounds(
+        clock=clock_of(market),
+        min_price_per_mwh=market.min_price_per_mwh,
+        max_price_per_mwh=market.max_price_per_mwh,
+        max_quantity_kw=market.max_quantity_kw,
+    )
+
+
+def state_of(order: FlexRequest | FlexOffer, now: datetime) -> OrderState:
+    if order.revoked_at is not None:
+        return OrderState.REVOKED
+    if order.expires_at is not None and order.expires_at <= now:
+        return OrderState.EXPIRED
+    return OrderState.ACTIVE
+
+
+def _dense(values: Sequence[str] | None) -> list[Decimal]:
+    return [Decimal(v) for v in values or []]
+
+
+def _isps(start: datetime, quantities: Sequence[str], market: Market) -> list[IspQuantity]:
+    isp = clock_of(market).isp
+    return [
+        IspQuantity(start=start + i * isp, quantity_kw=Decimal(q)) for i, q in enumerate(quantities) if Decimal(q) != 0
+    ]
+
+
+def _profile_of(order: FlexRequest | FlexOffer) -> Profile:
+    return Profile(start=order.period_start, end=order.period_end, quantities_kw=_dense(order.quantities_kw))
+
+
+def _as_text(values: Sequence[Decimal]) -> list[str]:
+    return [str(v) for v in values]
+
+
+# -- reads --------------------------------------------------------------------------------------
+
+
+def request_read(request: FlexRequest, market: Market, now: datetime) -> FlexRequestRead:
+    return FlexRequestRead(
+        id=request.id,
+        market_id=request.market_id,
+        utility_id=request.utility_id,
+        congestion_point_id=request.congestion_point_id,
+        direction=request.direction,
+        isps=_isps(request.period_start, request.quantities_kw, market),
+        max_price_per_mwh=request.max_price_per_mwh,
+        revision=request.revision,
+        state=state_of(request, now),
+        expires_at=request.expires_at,
+        revoked_at=request.revoked_at,
+        created_at=request.created_at,
+        submitted_at=request.submitted_at,
+    )
+
+
+def offer_read(offer: FlexOffer, market: Market, now: datetime) -> FlexOfferRead:
+    storage = None
+    if offer.storage_capacity_kwh is not None:
+        storage = Storage(
+            capacity_kwh=offer.storage_capacity_kwh,
+            initial_kwh=offer.storage_initial_kwh or Decimal(0),
+            efficiency=offer.storage_efficiency or Decimal(1),
+        )
+    return FlexOfferRead(
+        id=offer.id,
+        market_id=offer.market_id,
+        seller_id=offer.seller_id,
+        site_id=offer.site_id,
+        portfolio_id=offer.portfolio_id,
+        congestion_point_id=offer.congestion_point_id,
+        direction=offer.direction,
+        isps=_isps(offer.period_start, offer.quantities_kw, market),
+        price_per_mwh=offer.price_per_mwh,
+        tranches=[Tranche(share=Decimal(s), price_per_mwh=Decimal(p)) for s, p in offer.tranches]
+        if offer.tranches
+        else None,
+        min_acceptance_fraction=offer.min_acceptance_fraction,
+        block=offer.is_block,
+        rebound=_isps(offer.rebound_start, offer.rebound_kw, market)
+        if offer.rebound_start is not None and offer.rebound_kw
+        else None,
+        storage=storage,
+        revision=offer.revision,
+        state=state_of(offer, now),
+        expires_at=offer.expires_at,
+        revoked_at=offer.revoked_at,
+        created_at=offer.created_at,
+        submitted_at=offer.submitted_at,
+    )
+
+
+class MarketCache:
+    """Markets by id, loaded once per unit of work."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.markets: dict[uuid.UUID, Market] = {}
+
+    def get(self, market_id: uuid.UUID) -> Market:
+        if market_id not in self.markets:
+            market = self.session.get(Market, market_id)
+            if market is None:
+                raise NotFound.of("market", market_id)
+            self.markets[market_id] = market
+        return self.markets[market_id]
+
+
+def _check(errors: list[FieldError], gate: list[FieldError], what: str) -> None:
+    if errors:
+        raise InvalidInput(detail=f"the {what} is invalid", errors=errors[:MAX_REPORTED_ERRORS])
+    if gate:
+        raise GateClosed(detail=f"gate closure has passed for this {what}", errors=gate)
+
+
+# -- requests -----------------------------------------------------------------------------------
+
+
+def _require_utility(principal: Principal) -> None:
+    if principal.role is not Role.UTILITY:
+        raise Forbidden(detail="only a utility posts flexibility requests")
+
+
+def _request_values(
+    session: Session, principal: Principal, data: FlexRequestCreate, now: datetime
+) -> tuple[Market, dict[str, Any]]:
+    point = session.get(CongestionPoint, data.congestion_point_id)
+    if point is None:
+        raise InvalidInput.on("congestion_point_id", "no such congestion point")
+    if point.utility_id != principal.participant_id:
+        raise InvalidInput.on("congestion_point_id", "this congestion point is managed by another utility")
+    market = MarketCache(session).get(point.market_id)
+    bounds = bounds_of(market)
+    profile, errors = validate_request(data, bounds, now)
+    gate = gate_errors("isps", profile, bounds.clock, now) if profile else []
+    _check(errors, gate, "request")
+    assert profile is not None  # noqa: S101 - no errors means a profile
+    return market, {
+        "market_id": market.id,
+        "congestion_point_id": point.id,
+        "direction": data.direction,
+        "period_start": profile.start,
+        "period_end": profile.end,
+        "quantities_kw": _as_text(profile.quantities_kw),
+        "max_price_per_mwh": data.max_price_per_mwh,
+        "expires_at": data.expires_at,
+        "submitted_at": now,
+    }
+
+
+def create_request(session: Session, principal: Principal, data: FlexRequestCreate, now: datetime) -> FlexRequestRead:
+    _require_utility(principal)
+    market, values = _request_values(session, principal, data, now)
+    request = FlexRequest(id=uuid.uuid4(), utility_id=principal.participant_id, created_at=now, **values)
+    session.add(request)
+    session.flush()
+    return request_read(request, market, now)
+
+
+def _own_request(session: Session, principal: Principal, request_id: uuid.UUID) -> FlexRequest:
+    request = session.get(FlexRequest, request_id)
+    if request is None or not principal.may_act_for(request.utility_id):
+        raise NotFound.of("flex request", request_id)
+    return request
+
+
+def _require_open(order: FlexRequest | FlexOffer, market: Market, now: datetime, what: str) -> None:
+    state = state_of(order, now)
+    if state is not OrderState.ACTIVE:
+        raise GateClosed.on("state", f"the {what} is {state.value} and can no longer change")
+    gate = gate_errors("isps", _profile_of(order), clock_of(market), now)
+    if gate:
+        raise GateClosed(detail=f"gate closure has passed for this {what}", errors=gate)
+
+
+def revise_request(
+    session: Session, principal: Principal, request_id: uuid.UUID, data: FlexRequestCreate, now: datetime
+) -> FlexRequestRead:
+    request = _own_request(session, principal, request_id)
+    _require_utility(principal)
+    cache = MarketCache(session)
+    _require_open(request, cache.get(request.market_id), now, "request")
+    market, values = _request_values(session, principal, data, now)
+    for name, value in values.items():
+        setattr(request, name, value)
+    request.revision += 1
+    session.flush()
+    return request_read(request, market, now)
+
+
+def revoke_request(session: Session, principal: Principal, request_id: uuid.UUID, now: datetime) -> FlexRequestRead:
+    request = _own_request(session, principal, request_id)
+    market = MarketCache(session).get(request.market_id)
+    if request.revoked_at is None:
+        _require_open(request, market, now, "request")
+        request.revoked_at = now
+        session.flush()
+    return request_read(request, market, now)
+
+
+def get_request(session: Session, principal: Principal, request_id: uuid.UUID, now: datetime) -> FlexRequestRead:
+    request = _own_request(session, principal, request_id)
+    return request_read(request, MarketCache(session).get(request.market_id), now)
+
+
+# -- offers -------------------------------------------------------------------------------------
+
+
+def _require_seller(principal: Principal) -> None:
+    if principal.role not in FLEX_SELLERS:
+        raise Forbidden(detail="only households, aggregators and data centers offer flexibility")
+
+
+class Resources:
+    """The caller's sites and portfolios named by a set of offers, loaded in two queries."""
+
+    def __init__(self, session: Session, principal: Principal, offers: Sequence[FlexOfferCreate]) -> None:
+        site_ids = {o.site_id for o in offers if o.site_id is not None}
+        portfolio_ids = {o.portfolio_id for o in offers if o.portfolio_id is not None}
+        self.sites: dict[uuid.UUID, uuid.UUID] = {}
+        self.portfolios: dict[uuid.UUID, uuid.UUID] = {}
+        if site_ids:
+            rows = session.execute(
+                select(Site.id, Site.congestion_point_id).where(
+                    Site.id.in_(site_ids), Site.owner_id == principal.participant_id
+                )
+            )
+            self.sites = dict(rows.all())
+        if portfolio_ids:
+            rows = session.execute(
+                select(Portfolio.id, Portfolio.congestion_point_id).where(
+                    Portfolio.id.in_(portfolio_ids), Portfolio.aggregator_id == principal.participant_id
+                )
+            )
+            self.portfolios = dict(rows.all())
+        point_ids = set(self.sites.values()) | set(self.portfolios.values())
+        self.market_of_point: dict[uuid.UUID, uuid.UUID] = {}
+        if point_ids:
+            rows = session.execute(
+                select(CongestionPoint.id, CongestionPoint.market_id).where(CongestionPoint.id.in_(point_ids))
+            )
+            self.market_of_point = dict(rows.all())
+
+    def point_of(self, data: FlexOfferCreate) -> tuple[uuid.UUID | None, list[FieldError]]:
+        if data.site_id is not None and data.portfolio_id is None:
+            point = self.sites.get(data.site_id)
+            return point, [] if point else [FieldError("site_id", "not a site of yours")]
+        if data.portfolio_id is not None and data.site_id is None:
+            point = self.portfolios.get(data.portfolio_id)
+            return point, [] if point else [FieldError("portfolio_id", "not a portfolio of yours")]
+        return None, []  # the pure validation reports the missing or doubled resource
+
+
+def _offer_values(
+    data: FlexOfferCreate, resources: Resources, markets: MarketCache, now: datetime
+) -> tuple[Market | None, dict[str, Any], list[FieldError], list[FieldError]]:
+    """Validate one offer; return its market, its column values, its errors and its gate errors."""
+    point, errors = resources.point_of(data)
+    if point is None:
+        if (data.site_id is None) == (data.portfolio_id is None):
+            errors.append(FieldError("site_id", "give exactly one of site_id and portfolio_id"))
+        return None, {}, errors, []
+    market = markets.get(resources.market_of_point[point])
+    bounds = bounds_of(market)
+    profile, rebound, offer_errors = validate_offer(data, bounds, now)
+    errors += offer_errors
+    if errors or profile is None:
+        return market, {}, errors, []
+    gate = gate_errors("isps", profile, bounds.clock, now)
+    if rebound is not None:
+        gate += gate_errors("rebound", rebound, bounds.clock, now)
+    storage = data.storage
+    values: dict[str, Any] = {
+        "market_id": market.id,
+        "congestion_point_id": point,
+        "site_id": data.site_id,
+        "portfolio_id": data.portfolio_id,
+        "direction": data.direction,
+        "period_start": profile.start,
+        "period_end": profile.end,
+        "quantities_kw": _as_text(profile.quantities_kw),
+        "price_per_mwh": data.price_per_mwh,
+        "tranches": [[str(t.share), str(t.price_per_mwh)] for t in data.tranches] if data.tranches else None,
+        "min_acceptance_fraction": data.min_acceptance_fraction,
+        "is_block": data.block,
+        "rebound_start": rebound.start if rebound else None,
+        "rebound_kw": _as_text(rebound.quantities_kw) if rebound else None,
+        "storage_capacity_kwh": storage.capacity_kwh if storage else None,
+        "storage_initial_kwh": storage.initial_kwh if storage else None,
+        "storage_efficiency": storage.efficiency if storage else None,
+        "expires_at": data.expires_at,
+        "submitted_at": now,
+    }
+    return market, values, [], gate
+
+
+def create_offer(session: Session, principal: Principal, data: FlexOfferCreate, now: datetime) -> FlexOfferRead:
+    _require_seller(principal)
+    market, values, errors, gate = _offer_values(data, Resources(session, principal, [data]), MarketCache(session), now)
+    _check(errors, gate, "offer")
+    assert market is not None  # noqa: S101 - no errors means a market
+    offer = FlexOffer(id=uuid.uuid4(), seller_id=principal.participant_id, created_at=now, **values)
+    session.add(offer)
+    session.flush()
+    return offer_read(offer, market, now)
+
+
+def create_offers(
+    session: Session, principal: Principal, offers: Sequence[FlexOfferCreate], now: datetime
+) -> list[uuid.UUID]:
+    """Store a batch all or nothing. Every bad offer is reported, prefixed ``offers[i].``."""
+    _require_seller(principal)
+    resources = Resources(session, principal, offers)
+    markets = MarketCache(session)
+    rows: list[dict[str, Any]] = []
+    errors: list[FieldError] = []
+    gate: list[FieldError] = []
+    for i, data in enumerate(offers):
+        _, values, offer_errors, offer_gate = _offer_values(data, resources, markets, now)
+        errors += [FieldError(f"offers[{i}].{e.field}", e.reason) for e in offer_errors]
+        gate += [FieldError(f"offers[{i}].{e.field}", e.reason) for e in offer_gate]
+        if not offer_errors and not offer_gate:
+            rows.append(
+                {
+                    "id": uuid.uuid4(),
+                    "seller_id": principal.participant_id,
+                    "created_at": now,
+                    "revision": 1,
+                    "revoked_at": None,
+                    **values,
+                }
+            )
+    _check(errors, gate, "batch")
+    bulk_insert_offers(session, rows)
+    return [row["id"] for row in rows]
+
+
+OFFER_COLUMNS = [c.name for c in FlexOffer.__table__.columns]
+
+
+def bulk_insert_offers(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Insert many offers in the session's transaction: COPY on PostgreSQL, executemany elsewhere."""
+    if not rows:
+        return
+    connection = session.connection()
+    if connection.dialect.name != "postgresql":
+        session.execute(insert(FlexOffer), rows)
+        return
+    json_columns = {"quantities_kw", "tranches", "rebound_kw"}
+    raw = connection.connection.driver_connection
+    if not isinstance(raw, psycopg.Connection):
+        raise TypeError(f"COPY needs a psycopg connection, not {type(raw).__name__}")
+    with raw.cursor() as cursor, cursor.copy(f"COPY flex_offer ({', '.join(OFFER_COLUMNS)}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row([_copy_value(column, row[column], json_columns) for column in OFFER_COLUMNS])
+
+
+def _copy_value(column: str, value: Any, json_columns: set[str]) -> Any:
+    if value is None:
+        return None
+    if column in json_columns:
+        return Json(value)
+    if isinstance(value, Direction):
+        return value.value
+    return value
+
+
+def _own_offer(session: Session, principal: Principal, offer_id: uuid.UUID) -> FlexOffer:
+    offer = session.get(FlexOffer, offer_id)
+    if offer is None or not principal.may_act_for(offer.seller_id):
+        raise NotFound.of("flex offer", offer_id)
+    return offer
+
+
+def revise_offer(
+    session: Session, principal: Principal, offer_id: uuid.UUID, data: FlexOfferCreate, now: datetime
+) -> FlexOfferRead:
+    offer = _own_offer(session, principal, offer_id)
+    _require_seller(principal)
+    markets = MarketCache(session)
+    _require_open(offer, markets.get(offer.market_id), now, "offer")
+    market, values, errors, gate = _offer_values(data, Resources(session, principal, [data]), markets, now)
+    _check(errors, gate, "offer")
+    assert market is not None  # noqa: S101 - no errors means a market
+    for name, value in values.items():
+        setattr(offer, name, value)
+    offer.revision += 1
+    session.flush()
+    return offer_read(offer, market, now)
+
+
+def revoke_offer(session: Session, principal: Principal, offer_id: uuid.UUID, now: datetime) -> FlexOfferRead:
+    offer = _own_offer(session, principal, offer_id)
+    market = MarketCache(session).get(offer.market_id)
+    if offer.revoked_at is None:
+        _require_open(offer, market, now, "offer")
+        offer.revoked_at = now
+        session.flush()
+    return offer_read(offer, market, now)
+
+
+def get_offer(session: Session, principal: Principal, offer_id: uuid.UUID, now: datetime) -> FlexOfferRead:
+    offer = _own_offer(session, principal, offer_id)
+    return offer_read(offer, MarketCache(session).get(offer.market_id), now)
+
+
+# -- listing ------------------------------------------------------------------------------------
+
+
+def _filtered(
+    statement: Select[Any],
+    model: type[FlexOffer] | type[FlexRequest],
+    now: datetime,
+    *,
+    market_id: uuid.UUID | None,
+    congestion_point_id: uuid.UUID | None,
+    direction: Direction | None,
+    state: OrderState | None,
+    delivery_from: datetime | None,
+    delivery_to: datetime | None,
+) -> Select[Any]:
+    if market_id is not None:
+        statement = statement.where(model.market_id == market_id)
+    if congestion_point_id is not None:
+        statement = statement.where(model.congestion_point_id == congestion_point_id)
+    if direction is not None:
+        statement = statement.where(model.direction == direction)
+    if delivery_from is not None:
+        statement = statement.where(model.period_end > delivery_from)
+    if delivery_to is not None:
+        statement = statement.where(model.period_start < delivery_to)
+    if state is OrderState.REVOKED:
+        statement = statement.where(model.revoked_at.is_not(None))
+    elif state is OrderState.EXPIRED:
+        statement = statement.where(model.revoked_at.is_(None), model.expires_at <= now)
+    elif state is OrderState.ACTIVE:
+        statement = statement.where(model.revoked_at.is_(None), or_(model.expires_at.is_(None), model.expires_at > now))
+    return statement.order_by(model.submitted_at, model.id)
+
+
+def list_offers(
+    session: Session, principal: Principal, page: Page, now: datetime, **filters: Any
+) -> tuple[list[FlexOfferRead], int]:
+    statement = select(FlexOffer)
+    if not principal.is_operator:
+        statement = statement.where(FlexOffer.seller_id == principal.participant_id)
+    rows, total = paginate(session, _filtered(statement, FlexOffer, now, **filters), page)
+    markets = MarketCache(session)
+    return [offer_read(o, markets.get(o.market_id), now) for o in rows], total
+
+
+def list_requests(
+    session: Session, principal: Principal, page: Page, now: datetime, **filters: Any
+) -> tuple[list[FlexRequestRead], int]:
+    statement = select(FlexRequest)
+    if not principal.is_operator:
+        statement = statement.where(FlexRequest.utility_id == principal.participant_id)
+    rows, total = paginate(session, _filtered(statement, FlexRequest, now, **filters), page)
+    markets = MarketCache(session)
+    return [request_read(r, markets.get(r.market_id), now) for r in rows], total
