@@ -26,7 +26,6 @@ from market.orders.schemas import (
     FlexRequestRead,
 )
 
-
 StateFilter = Annotated[OrderState | None, QueryParameter(query="state", description="active, revoked or expired")]
 
 
