@@ -136,6 +136,7 @@ def http_error_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Respons
 
 def integrity_handler(_: Request[Any, Any, Any], exc: IntegrityError) -> Response[dict[str, Any]]:
     # A race between two requests passed the service's own checks; the database constraint held.
+    log.warning("integrity error: %s", exc.orig)
     field = unique_violation_field(exc) or "body"
     return problem(409, _title(409), "the request conflicts with stored data", [FieldError(field, "conflicts")])
 

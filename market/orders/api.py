@@ -26,7 +26,7 @@ from market.orders.schemas import (
     FlexRequestRead,
 )
 
-StateFilter = Annotated[OrderState | None, QueryParameter(query="state", description="active, revoked or expired")]
+StateFilter = Annotated[OrderState | None, QueryParameter(name="state", description="active, revoked or expired")]
 
 
 def _filters(

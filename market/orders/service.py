@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -70,6 +70,10 @@ def _isps(start: datetime, quantities: Sequence[str], market: Market) -> list[Is
 
 def _profile_of(order: FlexRequest | FlexOffer) -> Profile:
     return Profile(start=order.period_start, end=order.period_end, quantities_kw=_dense(order.quantities_kw))
+
+
+def _utc(instant: datetime | None) -> datetime | None:
+    return instant.astimezone(UTC) if instant is not None else None
 
 
 def _as_text(values: Sequence[Decimal]) -> list[str]:
@@ -186,7 +190,7 @@ def _request_values(
         "period_end": profile.end,
         "quantities_kw": _as_text(profile.quantities_kw),
         "max_price_per_mwh": data.max_price_per_mwh,
-        "expires_at": data.expires_at,
+        "expires_at": _utc(data.expires_at),
         "submitted_at": now,
     }
 
@@ -331,7 +335,7 @@ def _offer_values(
         "storage_capacity_kwh": storage.capacity_kwh if storage else None,
         "storage_initial_kwh": storage.initial_kwh if storage else None,
         "storage_efficiency": storage.efficiency if storage else None,
-        "expires_at": data.expires_at,
+        "expires_at": _utc(data.expires_at),
         "submitted_at": now,
     }
     return market, values, [], gate

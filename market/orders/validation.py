@@ -7,7 +7,7 @@ exists) and the gate-closure check, which needs the clock.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from market.core.amounts import amount_errors
@@ -70,7 +70,7 @@ def profile_errors(field: str, isps: list[IspQuantity], bounds: Bounds) -> tuple
     if errors:
         return None, errors
     ordered = sorted(isps, key=lambda x: x.start)
-    first = ordered[0].start
+    first = ordered[0].start.astimezone(UTC)
     span = int((ordered[-1].start - first) / clock.isp) + 1
     if span > MAX_ISPS_PER_ORDER:
         return None, [FieldError(field, f"spans {span} ISPs; at most {MAX_ISPS_PER_ORDER}")]
