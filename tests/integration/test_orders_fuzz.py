@@ -114,12 +114,15 @@ def _assert_stored_offer_is_valid(w: World, offer: FlexOffer) -> None:
     clock = clock_of(w.market)
     assert clock.is_aligned(offer.period_start)
     quantities = [Decimal(q) for q in offer.quantities_kw]
-    assert quantities and quantities[0] > 0 and quantities[-1] > 0
+    assert quantities
+    assert quantities[0] > 0
+    assert quantities[-1] > 0
     assert all(0 <= q <= w.market.max_quantity_kw for q in quantities)
     assert offer.period_end == offer.period_start + len(quantities) * clock.isp
     assert datetime.now(UTC) < clock.gate_closure(offer.period_start)
     prices = [offer.price_per_mwh] if offer.price_per_mwh is not None else [Decimal(p) for _, p in offer.tranches or []]
-    assert prices and all(w.market.min_price_per_mwh <= p <= w.market.max_price_per_mwh for p in prices)
+    assert prices
+    assert all(w.market.min_price_per_mwh <= p <= w.market.max_price_per_mwh for p in prices)
     assert prices == sorted(prices)
     if offer.tranches:
         assert sum(Decimal(s) for s, _ in offer.tranches) == 1
