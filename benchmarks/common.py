@@ -32,6 +32,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import psycopg
+from psycopg import sql
 from sqlalchemy.orm import Session, sessionmaker
 
 from market.auth.principal import Principal, Scope
@@ -68,27 +69,28 @@ def say(message: str) -> None:
 # -- the database -------------------------------------------------------------------------------
 
 
-def _admin(admin_url: str, sql: str) -> None:
+def _admin(admin_url: str, statement: sql.Composed) -> None:
     with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.encode())
+        conn.execute(statement)
 
 
 @contextlib.contextmanager
 def scratch_database(admin_url: str, prefix: str) -> Iterator[str]:
     """A new, migrated PostgreSQL database; dropped (even with connections open) on exit."""
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    _admin(admin_url, f'CREATE DATABASE "{name}"')
+    _admin(admin_url, sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     url = f"{admin_url.rsplit('/', 1)[0]}/{name}"
     try:
         upgrade(url)
         yield url
     finally:
-        _admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        _admin(admin_url, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
-def count_offers(database_url: str) -> int:
+def count_offers(database_url: str, table: str = "flex_offer") -> int:
+    """Rows in ``table`` (flex_offer or a benchmark's own copy of it)."""
     with psycopg.connect(database_url) as conn:
-        row = conn.execute(b"SELECT count(*) FROM flex_offer").fetchone()
+        row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()
     return int(row[0]) if row else 0
 
 
@@ -171,9 +173,7 @@ def build_world(
 
         root = point("ROOT", CongestionPointKind.TRANSFORMER, None)
         feeder_ids = tuple(point(f"F-{i:02d}", CongestionPointKind.FEEDER, root) for i in range(feeders))
-        owners = [
-            _participant(session, seller_role, f"Seller {i}", pepper, [Scope.TRADE]) for i in range(sellers)
-        ]
+        owners = [_participant(session, seller_role, f"Seller {i}", pepper, [Scope.TRADE]) for i in range(sellers)]
         owned: list[list[uuid.UUID]] = [[] for _ in owners]
         assets = list(AssetKind)
         for i in range(sites):

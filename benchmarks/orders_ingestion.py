@@ -7,7 +7,14 @@ b. http: ``POST /api/v1/flex-offers/batch`` to ``flexmarket serve`` in a subproc
 c. copy: a raw psycopg ``COPY flex_offer (...) FROM STDIN`` of the very rows ``create_offers``
    hands to ``bulk_insert_offers`` (pre-built in memory, fresh ids), committed.
 
-The three paths take turns within each repetition (the order rotates), so a growing table or a
+Two diagnostics (``--no-diagnostics`` skips them) split the cost of c:
+
+d. copy_no_fk: the same COPY into ``LIKE flex_offer INCLUDING ALL`` (same indexes and checks, no
+   foreign keys), so c - d is PostgreSQL's per-row foreign-key checking;
+e. copy_json_text: the same COPY into flex_offer with the JSON columns already serialised to text,
+   so c - e is the client-side ``Json`` adaptation.
+
+The paths take turns within each repetition (the order rotates), so a growing table or a
 checkpoint does not favour one of them. Run from the repository root::
 
     /work/venv/bin/python -m benchmarks.orders_ingestion
@@ -33,6 +40,7 @@ from unittest import mock
 import httpx
 import msgspec
 import psycopg
+from psycopg import sql
 from psycopg.types.json import Json
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -46,6 +54,8 @@ from benchmarks.common import (
     World,
     build_world,
     count_offers,
+    cpu_delta,
+    cpu_snapshot,
     describe_mix,
     environment,
     environment_markdown,
@@ -61,8 +71,24 @@ from market.orders.schemas import MAX_BATCH, FlexOfferBatch, FlexOfferCreate
 MODULE = "benchmarks.orders_ingestion"
 TARGET_OFFERS_PER_S = 20_000
 PATHS = ("service", "http", "copy")
+DIAGNOSTICS = ("copy_no_fk", "copy_json_text")
+LABELS = {
+    "service": "a. service",
+    "http": "b. HTTP end to end",
+    "copy": "c. raw COPY",
+    "copy_no_fk": "d. COPY, no FKs (diagnostic)",
+    "copy_json_text": "e. COPY, JSON as text (diagnostic)",
+}
+OFFERS_TABLE = "flex_offer"
+NO_FK_TABLE = "bench_flex_offer_no_fk"
+TABLE_OF = {name: NO_FK_TABLE if name == "copy_no_fk" else OFFERS_TABLE for name in LABELS}
 JSON_COLUMNS = frozenset({"quantities_kw", "tranches", "rebound_kw"})
-COPY_SQL = f"COPY flex_offer ({', '.join(service.OFFER_COLUMNS)}) FROM STDIN".encode()
+ID_INDEX = service.OFFER_COLUMNS.index("id")
+
+
+def copy_sql(table: str) -> sql.Composed:
+    columns = sql.SQL(", ").join(sql.Identifier(c) for c in service.OFFER_COLUMNS)
+    return sql.SQL("COPY {} ({}) FROM STDIN").format(sql.Identifier(table), columns)
 
 
 def parse_args() -> argparse.Namespace:
@@ -76,6 +102,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=20_260_101)
     parser.add_argument("--admin-url", default=DEFAULT_ADMIN_URL, help="PostgreSQL URL used to create the DB")
     parser.add_argument("--no-profile", dest="profile", action="store_false", help="skip the cProfile batch")
+    parser.add_argument("--no-diagnostics", dest="diagnostics", action="store_false", help="skip COPY paths d and e")
     args = parser.parse_args()
     if not 1 <= args.batch <= MAX_BATCH:
         parser.error(f"--batch must lie in 1..{MAX_BATCH}, the API's batch limit")
@@ -86,18 +113,23 @@ def parse_args() -> argparse.Namespace:
 
 @dataclass
 class Batch:
-    """One batch in the three forms the paths need."""
+    """One batch in the forms the paths need."""
 
     wire: list[dict[str, Any]]
     structs: list[FlexOfferCreate]
     copy_rows: list[list[Any]]
+    """What ``bulk_insert_offers`` passes to ``write_row``, with fresh ids."""
+    copy_rows_json_text: list[list[Any]]
+    """The same with the JSON columns serialised to text (and other fresh ids)."""
     body_bytes: int
 
 
 @dataclass
 class Timings:
-    seconds: dict[str, list[float]] = field(default_factory=lambda: {p: [] for p in PATHS})
-    inserted: dict[str, list[int]] = field(default_factory=lambda: {p: [] for p in PATHS})
+    seconds: dict[str, list[float]] = field(default_factory=lambda: {p: [] for p in LABELS})
+    inserted: dict[str, list[int]] = field(default_factory=lambda: {p: [] for p in LABELS})
+    cpu: dict[str, list[dict[str, float]]] = field(default_factory=lambda: {p: [] for p in LABELS})
+    """CPU seconds per batch of the benchmark process, the API server's processes and all of PostgreSQL."""
     service_phases: list[dict[str, float]] = field(default_factory=list)
 
 
@@ -136,10 +168,14 @@ def prepare(factory: sessionmaker[Session], seller: Seller, generator: OfferGene
         [_copy_value(c, uuid.uuid4() if c == "id" else row[c]) for c in service.OFFER_COLUMNS]
         for row in _rows_of(factory, seller, structs)
     ]
-    return Batch(wire, structs, copy_rows, len(encoded))
+    as_text = [
+        [uuid.uuid4() if i == ID_INDEX else json.dumps(v.obj) if isinstance(v, Json) else v for i, v in enumerate(row)]
+        for row in copy_rows
+    ]
+    return Batch(wire, structs, copy_rows, as_text, len(encoded))
 
 
-# -- the three timed paths ----------------------------------------------------------------------
+# -- the timed paths ----------------------------------------------------------------------
 
 
 def run_service(factory: sessionmaker[Session], seller: Seller, batch: Batch) -> tuple[float, dict[str, float]]:
@@ -178,10 +214,10 @@ def run_http(client: httpx.Client, seller: Seller, batch: Batch) -> float:
     return elapsed
 
 
-def run_copy(conn: psycopg.Connection[Any], batch: Batch) -> float:
+def run_copy(conn: psycopg.Connection[Any], rows: list[list[Any]], table: str = OFFERS_TABLE) -> float:
     start = time.perf_counter()
-    with conn.cursor() as cursor, cursor.copy(COPY_SQL) as copy:
-        for row in batch.copy_rows:
+    with conn.cursor() as cursor, cursor.copy(copy_sql(table)) as copy:
+        for row in rows:
             copy.write_row(row)
     conn.commit()
     return time.perf_counter() - start
@@ -205,7 +241,9 @@ def profile_service(factory: sessionmaker[Session], seller: Seller, batch: Batch
     raw: dict[tuple[str, int, str], tuple[int, int, float, float, Any]] = stats.stats  # type: ignore[attr-defined]
 
     def top(index: int, count: int) -> list[dict[str, Any]]:
-        ranked = sorted(raw.items(), key=lambda item: item[1][index], reverse=True)[:count]
+        ours = str(Path(__file__).parent)
+        project = [item for item in raw.items() if not item[0][0].startswith(ours)]
+        ranked = sorted(project, key=lambda item: item[1][index], reverse=True)[:count]
         return [
             {
                 "function": f"{Path(file).name}:{line}({name})",
@@ -220,11 +258,21 @@ def profile_service(factory: sessionmaker[Session], seller: Seller, batch: Batch
     return {"total_s": round(total, 3), "by_own_time": top(2, 20), "by_cumulative_time": top(3, 30)}
 
 
-def _checked(database_url: str, expected: int, label: str) -> int:
-    rows = count_offers(database_url)
-    if rows != expected:
-        raise RuntimeError(f"after {label}: {rows} rows in flex_offer, expected {expected}")
-    return rows
+@dataclass
+class RowCheck:
+    """Rows expected per table; checked against the database after every batch."""
+
+    database_url: str
+    expected: dict[str, int] = field(default_factory=lambda: {OFFERS_TABLE: 0, NO_FK_TABLE: 0})
+
+    def after(self, path: str, rows: int) -> int:
+        """Check that ``path`` stored exactly ``rows`` rows; return how many it stored."""
+        table = TABLE_OF[path]
+        before = self.expected[table]
+        self.expected[table] = count_offers(self.database_url, table)
+        if self.expected[table] != before + rows:
+            raise RuntimeError(f"{path} left {self.expected[table]} rows in {table}, expected {before + rows}")
+        return self.expected[table] - before
 
 
 def measure(args: argparse.Namespace, world: World, server: ApiServer) -> dict[str, Any]:
@@ -232,46 +280,61 @@ def measure(args: argparse.Namespace, world: World, server: ApiServer) -> dict[s
     factory = make_session_factory(make_engine(world.database_url, pool_size=2))
     generator = OfferGenerator(world.clock, world.delivery_day, args.seed)
     timings = Timings()
-    expected = 0
+    check = RowCheck(world.database_url)
     mixes: list[dict[str, int]] = []
     bodies: list[int] = []
+
+    def cpu() -> dict[str, float]:
+        return {**cpu_snapshot(server.pid), "benchmark": time.process_time()}
+
+    def service_path(batch: Batch) -> float:
+        seconds, phases = run_service(factory, seller, batch)
+        timings.service_phases.append(phases)
+        return seconds
+
     with (
         httpx.Client(base_url=server.base_url, timeout=300) as client,
         psycopg.connect(world.database_url) as conn,
     ):
+        conn.execute(
+            sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL)").format(
+                sql.Identifier(NO_FK_TABLE), sql.Identifier(OFFERS_TABLE)
+            )
+        )
+        conn.commit()
         paths: dict[str, Callable[[Batch], float]] = {
-            "service": lambda b: run_service(factory, seller, b)[0],
+            "service": service_path,
             "http": lambda b: run_http(client, seller, b),
-            "copy": lambda b: run_copy(conn, b),
+            "copy": lambda b: run_copy(conn, b.copy_rows),
+            "copy_no_fk": lambda b: run_copy(conn, b.copy_rows, NO_FK_TABLE),
+            "copy_json_text": lambda b: run_copy(conn, b.copy_rows_json_text),
         }
+        active = [*PATHS, *DIAGNOSTICS] if args.diagnostics else list(PATHS)
         warm = prepare(factory, seller, generator, args.warmup)
-        for name, run in paths.items():
-            run(warm)
-            expected = _checked(world.database_url, expected + args.warmup, f"warm-up {name}")
+        for name in active:
+            paths[name](warm)
+            check.after(name, args.warmup)
+        timings.service_phases.clear()
         for rep in range(args.repetitions):
             batch = prepare(factory, seller, generator, args.batch)
             mixes.append(describe_mix(batch.wire))
             bodies.append(batch.body_bytes)
-            order = PATHS[rep % 3 :] + PATHS[: rep % 3]
-            for name in order:
-                if name == "service":
-                    seconds, phases = run_service(factory, seller, batch)
-                    timings.service_phases.append(phases)
-                else:
-                    seconds = paths[name](batch)
+            shift = rep % len(active)
+            for name in active[shift:] + active[:shift]:
+                before_cpu = cpu()
+                seconds = paths[name](batch)
+                timings.cpu[name].append(cpu_delta(before_cpu, cpu()))
                 timings.seconds[name].append(seconds)
-                before = expected
-                expected = _checked(world.database_url, expected + args.batch, f"repetition {rep} {name}")
-                timings.inserted[name].append(expected - before)
-                say(f"  rep {rep + 1}/{args.repetitions} {name:>7}: {seconds:6.3f} s = {args.batch / seconds:8.0f}/s")
+                timings.inserted[name].append(check.after(name, args.batch))
+                say(f"  rep {rep + 1}/{args.repetitions} {name:>14}: {seconds:6.3f} s = {args.batch / seconds:6.0f}/s")
         profile = None
         if args.profile:
             profile = profile_service(factory, seller, prepare(factory, seller, generator, args.batch))
-            expected = _checked(world.database_url, expected + args.batch, "the profiled batch")
+            check.after("service", args.batch)
     return {
         "timings": timings,
-        "expected_rows": expected,
-        "final_rows": count_offers(world.database_url),
+        "expected_rows": check.expected,
+        "final_rows": {table: count_offers(world.database_url, table) for table in check.expected},
         "mix": mixes[0] if mixes else {},
         "body_bytes_median": statistics.median(bodies) if bodies else 0,
         "profile": profile,
@@ -281,8 +344,10 @@ def measure(args: argparse.Namespace, world: World, server: ApiServer) -> dict[s
 
 def summarise(batch: int, timings: Timings) -> dict[str, Any]:
     summary: dict[str, Any] = {}
-    for name in PATHS:
+    for name in LABELS:
         seconds = timings.seconds[name]
+        if not seconds:
+            continue
         summary[name] = {
             "seconds": [round(s, 4) for s in seconds],
             "median_s": round(statistics.median(seconds), 4),
@@ -292,10 +357,14 @@ def summarise(batch: int, timings: Timings) -> dict[str, Any]:
             "min_offers_per_s": round(batch / max(seconds)),
             "max_offers_per_s": round(batch / min(seconds)),
             "rows_inserted_per_batch": timings.inserted[name],
+            "cpu_s_median": {
+                who: round(statistics.median(c[who] for c in timings.cpu[name]), 2)
+                for who in ("benchmark", "server", "postgres")
+            },
         }
     copy_median = summary["copy"]["median_s"]
-    for name in ("service", "http"):
-        summary[name]["time_ratio_vs_copy"] = round(summary[name]["median_s"] / copy_median, 2)
+    for path_summary in summary.values():
+        path_summary["time_ratio_vs_copy"] = round(path_summary["median_s"] / copy_median, 2)
     summary["service"]["phases_median_s"] = {
         key: round(statistics.median(p[key] for p in timings.service_phases), 4)
         for key in ("validate_and_rest", "copy", "commit")
@@ -319,27 +388,44 @@ def markdown(env: dict[str, Any], args: argparse.Namespace, result: dict[str, An
         "| path | median s | min s | max s | median offers/s | min offers/s | time / copy | target |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for name, label in (("service", "a. service"), ("http", "b. HTTP end to end"), ("copy", "c. raw COPY")):
-        s = summary[name]
-        ratio = s.get("time_ratio_vs_copy", 1.0)
+    for name, s in summary.items():
+        if name not in LABELS:
+            continue
+        label, ratio = LABELS[name], s["time_ratio_vs_copy"]
         met = "met" if s["median_offers_per_s"] >= TARGET_OFFERS_PER_S else "missed"
         lines.append(
             f"| {label} | {s['median_s']:.3f} | {s['min_s']:.3f} | {s['max_s']:.3f} | "
             f"{s['median_offers_per_s']:,} | {s['min_offers_per_s']:,} | {ratio:.2f} | {met} |"
         )
+    lines += [
+        "",
+        "CPU seconds per batch (medians; /proc, 10 ms resolution): benchmark process / API server / PostgreSQL.",
+        "",
+        "| path | benchmark | server | postgres |",
+        "|---|---|---|---|",
+    ]
+    for name in (n for n in LABELS if n in summary):
+        c = summary[name]["cpu_s_median"]
+        lines.append(f"| {LABELS[name]} | {c['benchmark']:.2f} | {c['server']:.2f} | {c['postgres']:.2f} |")
     phases = summary["service"]["phases_median_s"]
     lines += [
         "",
         f"Service-level split (medians): validation and the rest {phases['validate_and_rest']:.3f} s, "
         f"COPY {phases['copy']:.3f} s, commit {phases['commit']:.3f} s.",
-        f"Rows in flex_offer at the end: {result['final_rows']:,} (expected {result['expected_rows']:,}: warm-ups, "
-        "every timed batch of every path and the profiled batch; checked after every batch).",
+        f"Rows at the end: {result['final_rows']} (expected {result['expected_rows']}: the warm-ups, every timed "
+        "batch of every path and the profiled batch; checked after every batch).",
         f"Server log problems: {result['server_log_problems']['count']}.",
     ]
     if result["profile"]:
         lines += ["", f"cProfile of one service-level batch ({result['profile']['total_s']} s under the profiler):", ""]
+        lines += ["Top by own time:", ""]
         lines += [
-            f"- {row['percent']}% cumulative: {row['function']} ({row['calls']} calls)"
+            f"- {row['percent']}%: {row['function']} ({row['calls']} calls)"
+            for row in result["profile"]["by_own_time"][:12]
+        ]
+        lines += ["", "Top by cumulative time:", ""]
+        lines += [
+            f"- {row['percent']}%: {row['function']} ({row['calls']} calls)"
             for row in result["profile"]["by_cumulative_time"][:15]
         ]
         lines += ["", "Full listing: orders_ingestion_profile.txt."]

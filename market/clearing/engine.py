@@ -1,0 +1,434 @@
+"""The clearing: order book in, awards, prices and rejections out. Pure: no database, no I/O.
+
+Steps per independent component of ISPs (see :mod:`market.clearing.decompose`):
+
+1. Build the model (:mod:`market.clearing.model`). With all-or-nothing offers solve the MILP
+   (HiGHS), then fix the binaries and continue with the LP (MARKET.md: prices then come from the
+   LP re-solved with the integer decisions fixed).
+2. Solve the LP; welfare ``W*``.
+3. Prices: the relief rows' duals, made unique by the midpoint rule (:mod:`market.clearing.pricing`).
+4. Quantities: if the optimum is not unique (a flat overlap), re-solve with welfare held at ``W*``
+   and a secondary objective: most procured kW first, then earlier submissions first (MARKET.md:
+   break ties in quantity by time priority). The rank weights are below 1 kW each so they never
+   outweigh a kW of procurement.
+
+Accepted kW are rounded to 3 decimals (1 W) and prices to 4 decimals per MWh, after snapping
+values within the solver's tolerance of a bound to the bound, so results do not depend on the
+solver's last digits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Iterable
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from market.clearing.book import (
+    Award,
+    ClearingResult,
+    Offer,
+    OrderBook,
+    PointResult,
+    PricingRule,
+    Rejection,
+    RejectionReason,
+    Request,
+    RequestAward,
+)
+from market.clearing.decompose import isp_components, links_isps
+from market.clearing.model import RELIEF, A, FlatBook, LinearModel, X, Y, build_model
+from market.clearing.pricing import PRIMAL_TOL, has_alternative_optima, row_prices
+from market.clearing.solve import DEFAULT_SOLVER, Solution, solve
+
+KW = Decimal("0.001")
+PRICE = Decimal("0.0001")
+MONEY = Decimal("0.01")
+
+
+def _kw(value: float) -> Decimal:
+    return Decimal(repr(round(float(value), 6))).quantize(KW, rounding=ROUND_HALF_EVEN) + 0
+
+
+def _price(value: float) -> Decimal:
+    return Decimal(repr(round(float(value), 6))).quantize(PRICE, rounding=ROUND_HALF_EVEN) + 0
+
+
+# -- hashing ----------------------------------------------------------------------------------------
+
+
+def _canonical(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _canonical(getattr(value, f.name)) for f in dataclasses.fields(value) if f.compare}
+    if isinstance(value, dict):
+        return [[_canonical(k), _canonical(v)] for k, v in sorted(value.items(), key=lambda kv: repr(kv[0]))]
+    if isinstance(value, tuple | list):
+        return [_canonical(v) for v in value]
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, Decimal):
+        return str(value)
+    return value
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(_canonical(value), separators=(",", ":")).encode()).hexdigest()
+
+
+def book_hash(book: OrderBook) -> str:
+    """Hash of the book, independent of the order in which offers and requests were listed."""
+    ordered = dataclasses.replace(
+        book,
+        offers=tuple(sorted(book.offers, key=lambda o: o.id)),
+        requests=tuple(sorted(book.requests, key=lambda r: r.id)),
+    )
+    return _digest(ordered)
+
+
+# -- the clearing ---------------------------------------------------------------------------------
+
+
+def clear(book: OrderBook, solver: str = DEFAULT_SOLVER) -> ClearingResult:
+    """Clear ``book``. Same book (in any order), same result."""
+    offers = sorted(book.offers, key=lambda o: (o.submitted_at, o.id))
+    requests = sorted(book.requests, key=lambda r: (r.submitted_at, r.id))
+    points = sorted(
+        {p for pair in book.relief for p in pair}
+        | {o.congestion_point for o in offers}
+        | {r.congestion_point for r in requests}
+    )
+    point_index = {p: i for i, p in enumerate(points)}
+    relief = sp.csr_matrix(
+        (
+            list(book.relief.values()),
+            ([point_index[s] for s, _ in book.relief], [point_index[t] for _, t in book.relief]),
+        ),
+        shape=(len(points), len(points)),
+    )
+    rank = {o.id: i for i, o in enumerate(offers)}
+    components = isp_components(len(book.isps), offers)
+
+    tally = _Tally(
+        rule=book.pricing_rule,
+        accepted={o.id: {} for o in offers},
+        paid={o.id: {} for o in offers},
+        procured={r.id: {} for r in requests},
+    )
+    welfare = 0.0
+    degenerate_components = 0
+
+    for isps in components:
+        component = _component_book(book, isps, offers, requests, points, relief, point_index, rank)
+        if not component.requests or not component.offers:
+            continue
+        model = build_model(component)
+        solution, lb, ub = _solve_component(model, solver)
+        prices, degenerate = row_prices(model, solution, solution.objective, lb, ub, solver)
+        degenerate_components += degenerate
+        if has_alternative_optima(model, solution, lb, ub):
+            solution = _tie_break(model, solution, lb, ub, component, solver)
+        welfare += solution.objective
+        tally.collect(component, model, solution, prices)
+
+    awards, rejections = _awards(offers, tally)
+    request_awards = tuple(
+        RequestAward(
+            r.id,
+            r.first_isp,
+            tuple(_kw(tally.procured[r.id].get(r.first_isp + j, 0.0)) for j in range(len(r.quantities_kw))),
+        )
+        for r in sorted(requests, key=lambda r: r.id)
+        if any(v > PRIMAL_TOL for v in tally.procured[r.id].values())
+    )
+    money_welfare = _welfare(book, offers, requests, awards, request_awards)
+    result = ClearingResult(
+        awards=awards,
+        rejections=rejections,
+        points=tuple(sorted(tally.points, key=lambda p: (p.isp, p.congestion_point, -p.direction))),
+        request_awards=request_awards,
+        welfare=money_welfare,
+        input_hash=book_hash(book),
+        result_hash="",
+        components=len(components),
+        solver=solver,
+        diagnostics={"degenerate_components": float(degenerate_components), "lp_welfare": welfare},
+    )
+    return dataclasses.replace(result, result_hash=result_hash(result))
+
+
+def result_hash(result: ClearingResult) -> str:
+    """Hash of everything a participant is told: awards, prices, rejections, point results, welfare."""
+    return _digest(
+        {
+            "awards": result.awards,
+            "rejections": result.rejections,
+            "points": result.points,
+            "requests": result.request_awards,
+            "welfare": result.welfare,
+        }
+    )
+
+
+def _component_book(
+    book: OrderBook,
+    isps: list[int],
+    offers: list[Offer],
+    requests: list[Request],
+    points: list[str],
+    relief: sp.csr_matrix,
+    point_index: dict[str, int],
+    rank: dict[str, int],
+) -> FlatBook:
+    first, last = isps[0], isps[-1]
+    members = set(isps)
+    chosen: list[Offer] = []
+    for offer in offers:
+        covered = [offer.first_isp + j for j, q in enumerate(offer.quantities_kw) if q > 0]
+        if not covered or not set(covered) & members:
+            continue
+        if links_isps(offer):
+            chosen.append(offer)
+        else:  # only this component's ISPs of an offer that links nothing
+            chosen.append(_restrict(offer, members))
+    chosen_requests = [
+        r for r in requests if any(q > 0 and r.first_isp + j in members for j, q in enumerate(r.quantities_kw))
+    ]
+    chosen_requests = [_restrict_request(r, members) for r in chosen_requests]
+    span = list(range(first, last + 1))
+    return FlatBook(
+        isps=span,
+        points=points,
+        relief=relief,
+        offers=chosen,
+        requests=chosen_requests,
+        offer_point=np.asarray([point_index[o.congestion_point] for o in chosen], dtype=np.int64),
+        offer_direction=np.asarray([o.direction for o in chosen], dtype=np.int64),
+        offer_rank=np.asarray([rank[o.id] for o in chosen], dtype=np.int64),
+        request_point=np.asarray([point_index[r.congestion_point] for r in chosen_requests], dtype=np.int64),
+        request_direction=np.asarray([r.direction for r in chosen_requests], dtype=np.int64),
+        isp_hours=book.isp_hours,
+    )
+
+
+def _restrict(offer: Offer, members: set[int]) -> Offer:
+    q = tuple(v if offer.first_isp + j in members else 0.0 for j, v in enumerate(offer.quantities_kw))
+    return dataclasses.replace(offer, quantities_kw=q)
+
+
+def _restrict_request(request: Request, members: set[int]) -> Request:
+    q = tuple(v if request.first_isp + j in members else 0.0 for j, v in enumerate(request.quantities_kw))
+    return dataclasses.replace(request, quantities_kw=q)
+
+
+def _solve_component(model: LinearModel, solver: str) -> tuple[Solution, np.ndarray, np.ndarray]:
+    lb, ub = model.lb.copy(), model.ub.copy()
+    if model.integer.any():
+        mip = solve(model, DEFAULT_SOLVER, integer=True)
+        fixed = np.round(mip.v[model.integer])
+        lb[model.integer] = fixed
+        ub[model.integer] = fixed
+    return solve(model, solver, lb=lb, ub=ub), lb, ub
+
+
+def _tie_break(
+    model: LinearModel, solution: Solution, lb: np.ndarray, ub: np.ndarray, component: FlatBook, solver: str
+) -> Solution:
+    """Among optimal solutions: most procured kW, then earlier offers first (module docstring)."""
+    n_offers = max(len(component.offers), 1)
+    secondary = np.zeros(model.n)
+    is_y = model.col_kind == Y
+    secondary[is_y] = 1.0
+    flex = (model.col_kind == X) | (model.col_kind == A)
+    ranks = component.offer_rank[model.col_order[flex]]
+    _, order = np.unique(ranks, return_inverse=True)  # dense rank of each column's offer in the component
+    weight = 0.5 * (order + 1) / (n_offers + 1)
+    if np.any(model.col_kind == A):
+        # An activation column carries a whole profile; weigh it per kW like divisible columns.
+        kw_per_unit = np.asarray(abs(model.block_profile).sum(axis=0)).reshape(-1)[flex]
+        weight = weight * np.where(model.col_kind[flex] == A, np.maximum(kw_per_unit, 1.0), 1.0)
+    secondary[flex] = -weight
+    tolerance = 1e-7 * max(1.0, abs(solution.objective))
+    held = solve(
+        model, solver, objective=secondary, extra_rows=(-model.c, -solution.objective + tolerance), lb=lb, ub=ub
+    )
+    return Solution(v=held.v, duals=solution.duals, objective=float(model.c @ held.v))
+
+
+@dataclasses.dataclass
+class _Tally:
+    """What the components of one clearing add up to, per offer, request and point."""
+
+    rule: PricingRule
+    accepted: dict[str, dict[int, float]]
+    paid: dict[str, dict[int, float]]
+    procured: dict[str, dict[int, float]]
+    activation: dict[str, float] = dataclasses.field(default_factory=dict)
+    points: list[PointResult] = dataclasses.field(default_factory=list)
+    reachable: set[str] = dataclasses.field(default_factory=set)
+    value_of: dict[str, list[float]] = dataclasses.field(default_factory=dict)
+
+    def collect(self, component: FlatBook, model: LinearModel, solution: Solution, prices: np.ndarray) -> None:
+        v = np.where(
+            np.abs(solution.v - model.lb) <= PRIMAL_TOL,
+            model.lb,
+            np.where(np.abs(solution.v - model.ub) <= PRIMAL_TOL, model.ub, solution.v),
+        )
+        price_at = self._points(component, model, v, prices)
+        kw, bid_money = self._flex(component, model, v)
+        self._offers(component, price_at, kw, bid_money)
+        base = component.isps[0]
+        for j in np.flatnonzero(model.col_kind == Y).tolist():
+            request = component.requests[int(model.col_order[j])]
+            isp = base + int(model.col_isp[j])
+            self.procured[request.id][isp] = self.procured[request.id].get(isp, 0.0) + float(v[j])
+
+    def _points(
+        self, component: FlatBook, model: LinearModel, v: np.ndarray, prices: np.ndarray
+    ) -> dict[tuple[int, int, int], float]:
+        price_at: dict[tuple[int, int, int], float] = {}
+        is_y = model.col_kind == Y
+        for i in np.flatnonzero(model.row_kind == RELIEF).tolist():
+            key = (int(model.row_point[i]), int(model.row_isp[i]), int(model.row_direction[i]))
+            price_at[key] = float(prices[i])
+            in_row = is_y & (model.G[i].toarray().reshape(-1) > 0)
+            requested, got = _kw(float(model.ub[in_row].sum())), _kw(float(v[in_row].sum()))
+            self.points.append(
+                PointResult(
+                    congestion_point=component.points[key[0]],
+                    isp=component.isps[0] + key[1],
+                    direction=key[2],
+                    requested_kw=requested,
+                    procured_kw=got,
+                    unmet_kw=requested - got,
+                    price_per_mwh=_price(float(prices[i])),
+                )
+            )
+        return price_at
+
+    def _flex(
+        self, component: FlatBook, model: LinearModel, v: np.ndarray
+    ) -> tuple[dict[tuple[int, int], float], dict[tuple[int, int], float]]:
+        """kW accepted per (offer, local ISP), and what it costs at the offers' own tranche prices."""
+        kw: dict[tuple[int, int], float] = {}
+        bid_money: dict[tuple[int, int], float] = {}
+        for j in np.flatnonzero(model.col_kind == X).tolist():
+            key = (int(model.col_order[j]), int(model.col_isp[j]))
+            kw[key] = kw.get(key, 0.0) + v[j]
+            bid_money[key] = bid_money.get(key, 0.0) - v[j] * model.c[j]
+        base = component.isps[0]
+        for j in np.flatnonzero(model.col_kind == A).tolist():
+            o = int(model.col_order[j])
+            offer = component.offers[o]
+            self.activation[offer.id] = self.activation.get(offer.id, 0.0) + v[j]
+            total_kw = float(sum(offer.quantities_kw))
+            tranche_price = -model.c[j] / total_kw if total_kw else 0.0
+            for jj, q in enumerate(offer.quantities_kw):
+                if q > 0:
+                    key = (o, offer.first_isp + jj - base)
+                    kw[key] = kw.get(key, 0.0) + v[j] * q
+                    bid_money[key] = bid_money.get(key, 0.0) + v[j] * q * tranche_price
+        return kw, bid_money
+
+    def _offers(
+        self,
+        component: FlatBook,
+        price_at: dict[tuple[int, int, int], float],
+        kw: dict[tuple[int, int], float],
+        bid_money: dict[tuple[int, int], float],
+    ) -> None:
+        base = component.isps[0]
+        for o, offer in enumerate(component.offers):
+            targets = component.relief.getrow(component.offer_point[o])
+            for jj, q in enumerate(offer.quantities_kw):
+                if q <= 0:
+                    continue
+                t = offer.first_isp + jj - base
+                relieved = [
+                    (target, factor)
+                    for target, factor in zip(targets.indices.tolist(), targets.data.tolist(), strict=True)
+                    if (target, t, 1) in price_at or (target, t, -1) in price_at
+                ]
+                # Locational value: Σ sensitivity × (price in the offer's direction − price against it).
+                value = sum(
+                    factor
+                    * (
+                        price_at.get((target, t, offer.direction), 0.0)
+                        - price_at.get((target, t, -offer.direction), 0.0)
+                    )
+                    for target, factor in relieved
+                )
+                if relieved:
+                    self.reachable.add(offer.id)
+                    self.value_of.setdefault(offer.id, []).append(value)
+                amount = kw.get((o, t), 0.0)
+                if amount <= PRIMAL_TOL:
+                    continue
+                isp = base + t
+                self.accepted[offer.id][isp] = self.accepted[offer.id].get(isp, 0.0) + amount
+                pay_as_clear = self.rule is PricingRule.PAY_AS_CLEAR
+                self.paid[offer.id][isp] = value if pay_as_clear else bid_money[(o, t)] / amount
+
+
+def _awards(offers: Iterable[Offer], tally: _Tally) -> tuple[tuple[Award, ...], tuple[Rejection, ...]]:
+    awards: list[Award] = []
+    rejections: list[Rejection] = []
+    for offer in sorted(offers, key=lambda o: o.id):
+        got = tally.accepted[offer.id]
+        if not got or all(_kw(v) == 0 for v in got.values()):
+            if offer.id not in tally.reachable:
+                reason = RejectionReason.NO_REQUEST
+            elif all(offer.tranches[0][1] > value + 1e-6 for value in tally.value_of[offer.id]):
+                reason = RejectionReason.ABOVE_MARGINAL_PRICE
+            else:
+                reason = RejectionReason.NOT_NEEDED
+            rejections.append(Rejection(offer.id, reason))
+            continue
+        span = range(offer.first_isp, offer.first_isp + len(offer.quantities_kw))
+        awards.append(
+            Award(
+                offer_id=offer.id,
+                accepted_kw=tuple(_kw(got.get(i, 0.0)) for i in span),
+                price_per_mwh=tuple(_price(tally.paid[offer.id].get(i, 0.0)) if i in got else Decimal(0) for i in span),
+                first_isp=offer.first_isp,
+                activation=_kw(tally.activation[offer.id]) if offer.block else None,
+            )
+        )
+    return tuple(awards), tuple(rejections)
+
+
+def _welfare(
+    book: OrderBook,
+    offers: list[Offer],
+    requests: list[Request],
+    awards: tuple[Award, ...],
+    request_awards: tuple[RequestAward, ...],
+) -> Decimal:
+    """Welfare in currency: Σ value × procured − Σ offer cost × accepted, × ISP hours / 1000."""
+    hours = Decimal(repr(book.isp_hours))
+    value = {r.id: Decimal(repr(r.value_per_mwh)) for r in requests}
+    total = Decimal(0)
+    for request_award in request_awards:
+        total += value[request_award.request_id] * sum(request_award.procured_kw, Decimal(0))
+    by_id = {o.id: o for o in offers}
+    for award in awards:
+        offer = by_id[award.offer_id]
+        for j, kw in enumerate(award.accepted_kw):
+            quantity = Decimal(repr(offer.quantities_kw[j])) if j < len(offer.quantities_kw) else Decimal(0)
+            total -= _tranche_cost(offer, kw, quantity)
+    return (total * hours / 1000).quantize(MONEY, rounding=ROUND_HALF_EVEN) + 0
+
+
+def _tranche_cost(offer: Offer, kw: Decimal, quantity: Decimal) -> Decimal:
+    """Cost of ``kw`` from an offer of ``quantity`` kW at this ISP: cheapest tranches first."""
+    remaining = kw
+    cost = Decimal(0)
+    for share, price in offer.tranches:
+        take = min(remaining, Decimal(repr(share)) * quantity)
+        cost += take * Decimal(repr(price))
+        remaining -= take
+    return cost
