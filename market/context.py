@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from market.auth.api import ApiKeyController
+from market.clearing.api import ClearingController
 from market.core.contexts import Context
 from market.grid.api import GridController
 from market.markets.api import MarketController
@@ -20,6 +21,7 @@ CONTEXT = Context(
         PortfolioController,
         FlexRequestController,
         FlexOfferController,
+        ClearingController,
     ],
     model_modules=[
         "market.markets.models",
@@ -28,6 +30,10 @@ CONTEXT = Context(
         "market.auth.models",
         "market.orders.models",
         "market.core.idempotency",
+        "market.clearing.models",
     ],
-    task_modules=[],
+    task_modules=["market.clearing.tasks"],
+    beat_schedule={
+        "schedule-due-clearings": {"task": "market.clearing.schedule_due_clearings", "schedule": 60.0},
+    },
 )

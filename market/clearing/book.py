@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
+from typing import Any
 
 
 class PricingRule(StrEnum):
@@ -145,3 +146,86 @@ class ClearingResult:
     components: int = 0
     solver: str = ""
     diagnostics: dict[str, float] = field(default_factory=dict, compare=False)
+
+
+def book_to_json(book: OrderBook) -> dict[str, object]:
+    """A JSON-ready snapshot of the book (floats keep their exact binary value through ``repr``)."""
+
+    def offer(o: Offer) -> dict[str, object]:
+        return {
+            "id": o.id,
+            "point": o.congestion_point,
+            "direction": o.direction,
+            "first_isp": o.first_isp,
+            "kw": [repr(q) for q in o.quantities_kw],
+            "tranches": [[repr(s), repr(p)] for s, p in o.tranches],
+            "submitted_at": o.submitted_at,
+            "min_fraction": repr(o.min_fraction),
+            "block": o.block,
+            "rebound_first_isp": o.rebound_first_isp,
+            "rebound_kw": [repr(q) for q in o.rebound_kw],
+            "storage": None
+            if o.storage is None
+            else [repr(o.storage.capacity_kwh), repr(o.storage.initial_kwh), repr(o.storage.efficiency)],
+        }
+
+    return {
+        "isps": list(book.isps),
+        "isp_hours": repr(book.isp_hours),
+        "pricing_rule": book.pricing_rule.value,
+        "offers": [offer(o) for o in book.offers],
+        "requests": [
+            {
+                "id": r.id,
+                "point": r.congestion_point,
+                "direction": r.direction,
+                "first_isp": r.first_isp,
+                "kw": [repr(q) for q in r.quantities_kw],
+                "value": repr(r.value_per_mwh),
+                "submitted_at": r.submitted_at,
+            }
+            for r in book.requests
+        ],
+        "relief": [[s, t, repr(f)] for (s, t), f in sorted(book.relief.items())],
+    }
+
+
+def book_from_json(data: dict[str, Any]) -> OrderBook:
+    """The inverse of :func:`book_to_json`."""
+    offers = tuple(
+        Offer(
+            id=o["id"],
+            congestion_point=o["point"],
+            direction=int(o["direction"]),
+            first_isp=int(o["first_isp"]),
+            quantities_kw=tuple(float(q) for q in o["kw"]),
+            tranches=tuple((float(s), float(p)) for s, p in o["tranches"]),
+            submitted_at=o["submitted_at"],
+            min_fraction=float(o["min_fraction"]),
+            block=bool(o["block"]),
+            rebound_first_isp=o["rebound_first_isp"],
+            rebound_kw=tuple(float(q) for q in o["rebound_kw"]),
+            storage=None if o["storage"] is None else Storage(*(float(v) for v in o["storage"])),
+        )
+        for o in data["offers"]
+    )
+    requests = tuple(
+        Request(
+            id=r["id"],
+            congestion_point=r["point"],
+            direction=int(r["direction"]),
+            first_isp=int(r["first_isp"]),
+            quantities_kw=tuple(float(q) for q in r["kw"]),
+            value_per_mwh=float(r["value"]),
+            submitted_at=r["submitted_at"],
+        )
+        for r in data["requests"]
+    )
+    return OrderBook(
+        isps=tuple(data["isps"]),
+        isp_hours=float(data["isp_hours"]),
+        offers=offers,
+        requests=requests,
+        relief={(s, t): float(f) for s, t, f in data["relief"]},
+        pricing_rule=PricingRule(data["pricing_rule"]),
+    )

@@ -72,4 +72,5 @@ def create_app(settings: Settings | None = None) -> Litestar:
     app.state.auth_session_factory = make_session_factory(engine)
     app.state.api_key_pepper = settings.security.api_key_pepper
     app.state.engine = engine
+    app.state.tasks_in_process = settings.jobs.in_process
     return app

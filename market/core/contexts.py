@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
+from typing import Any
 
 from litestar.types import ControllerRouterHandler
 
@@ -23,6 +24,8 @@ class Context:
     route_handlers: list[ControllerRouterHandler] = field(default_factory=list)
     model_modules: list[str] = field(default_factory=list)
     task_modules: list[str] = field(default_factory=list)
+    beat_schedule: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Celery beat entries. Beat only wakes tasks; what is due is decided from the database."""
 
 
 def load_contexts() -> list[Context]:

@@ -18,6 +18,7 @@ from litestar import Litestar
 from litestar.testing import TestClient
 from sqlalchemy.orm import Session
 
+from market.clearing.service import clear_day
 from market.core.db import utcnow
 from market.orders.models import Direction
 from market.orders.schemas import FlexOfferCreate, FlexRequestCreate, IspQuantity
@@ -45,6 +46,7 @@ class World:
     victim_key_public_id: str
     victim_offer_id: str
     victim_request_id: str
+    run_id: str
     offer_body: dict[str, Any]
     request_body: dict[str, Any]
 
@@ -77,12 +79,15 @@ def world(db: Session) -> World:
         db,
         utility.principal,
         FlexRequestCreate(
-            congestion_point_id=point.id, direction=Direction.UP, isps=isps, max_price_per_mwh=Decimal("654.321")
+            congestion_point_id=point.id, direction=Direction.UP, isps=isps, max_price_per_mwh=Decimal("900.5")
         ),
         utcnow(),
     )
     db.commit()
     isp_json = [{"start": isps[0].start.isoformat(), "quantity_kw": "1"}]
+    run = clear_day(db, market.id, day, datetime.combine(day, time(23), tzinfo=UTC), triggered_by="test")
+    db.commit()
+    assert run.award_count == 1  # the victim's offer is awarded, so the award rows below are not vacuous
     return World(
         operator=operator,
         callers=callers,
@@ -97,6 +102,7 @@ def world(db: Session) -> World:
         victim_key_public_id=victim_household.token.split("_")[1],
         victim_offer_id=str(offer.id),
         victim_request_id=str(request.id),
+        run_id=str(run.id),
         offer_body={"site_id": str(site.id), "direction": "up", "price_per_mwh": "1", "isps": isp_json},
         request_body={
             "congestion_point_id": str(point.id),
@@ -258,6 +264,31 @@ OWN_ROWS = [
     ),
 ]
 
+OPERATOR_ROWS += [
+    Row(
+        "POST",
+        "/api/v1/markets/{market_id:uuid}/clearings",
+        lambda w: f"/api/v1/markets/{w.market_id}/clearings",
+        lambda w: {"day": "2020-01-01"},
+    ),
+    Row("POST", "/api/v1/clearings/{run_id:uuid}/verify", lambda w: f"/api/v1/clearings/{w.run_id}/verify"),
+]
+
+PUBLIC_ROWS += [
+    Row("GET", "/api/v1/markets/{market_id:uuid}/clearings", lambda w: f"/api/v1/markets/{w.market_id}/clearings"),
+    Row("GET", "/api/v1/clearings/{run_id:uuid}", lambda w: f"/api/v1/clearings/{w.run_id}"),
+    Row("GET", "/api/v1/clearings/{run_id:uuid}/prices", lambda w: f"/api/v1/clearings/{w.run_id}/prices"),
+]
+
+OWN_ROWS += [
+    # Awards, outcomes and procurement of the run belong to the victims; callers see only their own.
+    Row("GET", "/api/v1/clearings/{run_id:uuid}/awards", lambda w: f"/api/v1/clearings/{w.run_id}/awards"),
+    Row(
+        "GET", "/api/v1/clearings/{run_id:uuid}/offer-results", lambda w: f"/api/v1/clearings/{w.run_id}/offer-results"
+    ),
+    Row("GET", "/api/v1/clearings/{run_id:uuid}/procurement", lambda w: f"/api/v1/clearings/{w.run_id}/procurement"),
+]
+
 OWN_ROWS += [
     Row("GET", "/api/v1/flex-offers", lambda w: "/api/v1/flex-offers"),
     Row("GET", "/api/v1/flex-requests", lambda w: "/api/v1/flex-requests"),
@@ -346,7 +377,7 @@ def test_own_lists_and_creates_never_touch_the_victim(
         assert response.status_code in (403, 422), response.text
     else:
         assert response.status_code == 200, response.text
-    for secret in _victim_data(world):
+    for secret in [*_victim_data(world), world.victim_offer_id, world.victim_request_id]:
         assert secret not in response.text
 
 
