@@ -6,6 +6,7 @@ from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin, SQLAlchemySyn
 from litestar import Litestar, Router, get
 from litestar.config.cors import CORSConfig
 from litestar.di import NamedDependency, Provide
+from litestar.logging.config import LoggingConfig
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
@@ -68,6 +69,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ),
         ),
         debug=False,
+        # Leave the root logger to the host (uvicorn, celery, the CLI): no request chatter on stdout.
+        logging_config=LoggingConfig(configure_root_logger=False),
     )
     app.state.auth_session_factory = make_session_factory(engine)
     app.state.api_key_pepper = settings.security.api_key_pepper

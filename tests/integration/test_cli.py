@@ -38,6 +38,9 @@ def test_demo_runs_on_the_embedded_default(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert "Delivery day 2026-03-29 (clocks go forward): 92 ISPs" in result.stdout
-    assert "Aggregator portfolios: 2 with 4 member sites" in result.stdout
+    assert "Clock-change day 2027-03-28 has 92 ISPs" in result.stdout
+    assert "24 households (4 in 2 aggregator portfolios)" in result.stdout
+    assert "Prices per congestion point" in result.stdout
+    assert "FlexOrder ISPs" in result.stdout
+    assert "HTTP Request" not in result.stdout
     assert (tmp_path / "flexmarket.db").exists()
