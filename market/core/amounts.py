@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import Context, Decimal
 
 from market.core.errors import FieldError
 
@@ -22,24 +22,27 @@ def decimal_places(value: Decimal) -> int:
     return max(0, -exponent)
 
 
+_WIDE = Context(prec=60)
+_ONE = Decimal(1)
+
+
 def canonical(value: Decimal) -> Decimal:
     """The shortest plain form of a finite amount: ``5000.000000`` -> ``5000``, ``3000.50`` -> ``3000.5``.
 
     Stored and echoed amounts then read the same whatever form a client sent or a backend returns.
-    Non-finite values pass through unchanged, for validation to refuse.
+    Non-finite values, and values too long to normalise exactly, pass through unchanged for
+    validation to refuse.
     """
     if not value.is_finite():
         return value
-    sign, digits, exponent = value.as_tuple()
-    assert isinstance(exponent, int)  # noqa: S101 - finite values have an integer exponent
-    if not any(digits):
+    if not value:
         return Decimal(0)
-    if exponent > 0:
-        digits, exponent = digits + (0,) * exponent, 0
-    while exponent < 0 and len(digits) > 1 and digits[-1] == 0:
-        digits = digits[:-1]
-        exponent += 1
-    return Decimal((sign, digits, exponent))
+    normal = value.normalize(_WIDE)
+    if normal != value:  # normalising rounded: leave it for the decimal-places check
+        return value
+    if normal == normal.to_integral_value():
+        return normal.quantize(_ONE, context=_WIDE)
+    return normal
 
 
 def amount_errors(field: str, value: Decimal, *, max_abs: Decimal, positive: bool = False) -> list[FieldError]:

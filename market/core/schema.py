@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, get_args, get_type_hints
 
 import msgspec
 
@@ -18,6 +18,23 @@ Code = Annotated[
 ]
 
 
+_DECIMAL_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def _holds_decimal(annotation: Any) -> bool:
+    return annotation is Decimal or any(_holds_decimal(arg) for arg in get_args(annotation))
+
+
+def _decimal_fields(cls: type) -> tuple[str, ...]:
+    """Names of the fields that may hold a Decimal, worked out once per class."""
+    names = _DECIMAL_FIELDS.get(cls)
+    if names is None:
+        hints = get_type_hints(cls)
+        names = tuple(n for n in cls.__struct_fields__ if _holds_decimal(hints.get(n)))  # type: ignore[attr-defined]
+        _DECIMAL_FIELDS[cls] = names
+    return names
+
+
 class CamelStruct(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=False):
     """Unknown fields are refused, so a client cannot smuggle server-owned fields in.
 
@@ -25,7 +42,7 @@ class CamelStruct(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Fals
     """
 
     def __post_init__(self) -> None:
-        for name in self.__struct_fields__:
+        for name in _decimal_fields(type(self)):
             value = getattr(self, name)
             if isinstance(value, Decimal):
                 setattr(self, name, canonical(value))

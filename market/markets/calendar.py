@@ -6,11 +6,20 @@ time zone, so it has 96 ISPs of 15 minutes, or 92 / 100 on the days clocks chang
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from market.markets.models import GateClosureKind
+
+
+@lru_cache(maxsize=4096)
+def _day_bounds(timezone: str, day: date) -> tuple[datetime, datetime]:
+    zone = ZoneInfo(timezone)
+    start = datetime.combine(day, time(0), tzinfo=zone).astimezone(UTC)
+    end = datetime.combine(day + timedelta(days=1), time(0), tzinfo=zone).astimezone(UTC)
+    return start, end
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,20 +31,16 @@ class MarketClock:
     gate_closure_kind: GateClosureKind
     day_ahead_gate_time: time | None = None
     intraday_lead_minutes: int | None = None
+    zone: ZoneInfo = field(init=False, repr=False, compare=False)
+    isp: timedelta = field(init=False, repr=False, compare=False)
 
-    @property
-    def zone(self) -> ZoneInfo:
-        return ZoneInfo(self.timezone)
-
-    @property
-    def isp(self) -> timedelta:
-        return timedelta(minutes=self.isp_minutes)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "zone", ZoneInfo(self.timezone))
+        object.__setattr__(self, "isp", timedelta(minutes=self.isp_minutes))
 
     def day_bounds(self, day: date) -> tuple[datetime, datetime]:
         """UTC start (inclusive) and end (exclusive) of a local delivery day."""
-        start = datetime.combine(day, time(0), tzinfo=self.zone).astimezone(UTC)
-        end = datetime.combine(day + timedelta(days=1), time(0), tzinfo=self.zone).astimezone(UTC)
-        return start, end
+        return _day_bounds(self.timezone, day)
 
     def isps_of_day(self, day: date) -> list[datetime]:
         """UTC start of every ISP of a local delivery day (92, 96 or 100 for 15-minute ISPs)."""
@@ -55,6 +60,20 @@ class MarketClock:
         start, _ = self.day_bounds(day)
         offset = instant.astimezone(UTC) - start
         return offset % self.isp == timedelta(0)
+
+    def aligned(self, instants: list[datetime]) -> list[bool]:
+        """:meth:`is_aligned` for many instants; those on the first one's delivery day share its anchor,
+        so they need no time-zone conversion each."""
+        if not instants or instants[0].tzinfo is None:
+            return [self.is_aligned(i) for i in instants]
+        start, end = self.day_bounds(self.delivery_day(instants[0]))
+        zero = timedelta(0)
+        return [
+            (instant - start) % self.isp == zero
+            if instant.tzinfo is not None and start <= instant < end
+            else self.is_aligned(instant)
+            for instant in instants
+        ]
 
     def delivery_day(self, instant: datetime) -> date:
         """The local delivery day an instant falls in."""

@@ -54,8 +54,9 @@ def profile_errors(field: str, isps: list[IspQuantity], bounds: Bounds) -> tuple
     errors: list[FieldError] = []
     clock = bounds.clock
     seen: set[datetime] = set()
+    aligned = clock.aligned([item.start for item in isps])
     for i, item in enumerate(isps):
-        if not clock.is_aligned(item.start):
+        if not aligned[i]:
             errors.append(
                 FieldError(
                     f"{field}[{i}].start", f"not on the market's {clock.isp_minutes}-minute ISP grid ({clock.timezone})"
@@ -180,13 +181,14 @@ def _storage_errors(data: FlexOfferCreate) -> list[FieldError]:
 
 
 def gate_errors(field: str, profile: Profile, clock: MarketClock, now: datetime) -> list[FieldError]:
-    """ISPs of the profile whose gate has closed (MARKET.md, Time: after gate closure, refuse)."""
-    errors = []
-    for start in profile.covered_starts(clock.isp):
-        gate = clock.gate_closure(start)
-        if now >= gate:
-            errors.append(
-                FieldError(field, f"the gate for the ISP at {start.isoformat()} closed at {gate.isoformat()}")
-            )
-            break  # one is enough to say why; later ISPs of the same order close no earlier
-    return errors
+    """Refuse an order whose gate has closed (MARKET.md, Time: after gate closure, refuse).
+
+    Gate closure never falls as ISPs get later, so the order's first ISP with a quantity decides.
+    """
+    first = next(iter(profile.covered_starts(clock.isp)), None)
+    if first is None:
+        return []
+    gate = clock.gate_closure(first)
+    if now >= gate:
+        return [FieldError(field, f"the gate for the ISP at {first.isoformat()} closed at {gate.isoformat()}")]
+    return []

@@ -271,3 +271,17 @@ def test_isps_of_day_property(day, isp_minutes):
         assert i.utcoffset() == timedelta(0)
         assert c.is_aligned(i)
         assert c.delivery_day(i) == day
+
+
+@given(
+    day=st.dates(min_value=date(2020, 1, 1), max_value=date(2035, 12, 31)),
+    minutes=st.lists(st.integers(min_value=-3000, max_value=3000), min_size=1, max_size=8),
+    zone=st.sampled_from(["Europe/Amsterdam", "Asia/Kolkata", "America/St_Johns", "UTC"]),
+)
+def test_aligned_many_agrees_with_is_aligned(day: date, minutes: list[int], zone: str) -> None:
+    clock = MarketClock(
+        timezone=zone, isp_minutes=15, gate_closure_kind=GateClosureKind.INTRADAY, intraday_lead_minutes=0
+    )
+    base = datetime.combine(day, time(0), tzinfo=ZoneInfo(zone))
+    instants = [(base + timedelta(minutes=m)).astimezone(UTC) for m in minutes]
+    assert clock.aligned(instants) == [clock.is_aligned(i) for i in instants]
