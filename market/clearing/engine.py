@@ -43,10 +43,13 @@ from market.clearing.book import (
 )
 from market.clearing.decompose import isp_components, links_isps
 from market.clearing.model import RELIEF, A, FlatBook, LinearModel, X, Y, build_model
-from market.clearing.pricing import PRIMAL_TOL, has_alternative_optima, row_prices
+from market.clearing.pricing import PRICE_TOL, has_alternative_optima, reduced_costs, row_prices
 from market.clearing.solve import DEFAULT_SOLVER, Solution, solve
 
 KW = Decimal("0.001")
+RESULT_TOL = 5e-4
+"""kW: results are published to the watt, so a solver's value within half a watt of a bound is that
+bound, and half a watt or less is nothing."""
 PRICE = Decimal("0.0001")
 MONEY = Decimal("0.01")
 
@@ -124,8 +127,8 @@ def clear(book: OrderBook, solver: str = DEFAULT_SOLVER) -> ClearingResult:
 
     for isps in components:
         component = _component_book(book, isps, offers, requests, points, relief, point_index, rank)
-        if not component.requests or not component.offers:
-            continue
+        if not component.requests:
+            continue  # nothing to relieve: every offer here is rejected with no_request
         model = build_model(component)
         solution, lb, ub = _solve_component(model, solver)
         prices, degenerate = row_prices(model, solution, solution.objective, lb, ub, solver)
@@ -143,7 +146,7 @@ def clear(book: OrderBook, solver: str = DEFAULT_SOLVER) -> ClearingResult:
             tuple(_kw(tally.procured[r.id].get(r.first_isp + j, 0.0)) for j in range(len(r.quantities_kw))),
         )
         for r in sorted(requests, key=lambda r: r.id)
-        if any(v > PRIMAL_TOL for v in tally.procured[r.id].values())
+        if any(v > RESULT_TOL for v in tally.procured[r.id].values())
     )
     money_welfare = _welfare(book, offers, requests, awards, request_awards)
     result = ClearingResult(
@@ -238,21 +241,40 @@ def _solve_component(model: LinearModel, solver: str) -> tuple[Solution, np.ndar
 def _tie_break(
     model: LinearModel, solution: Solution, lb: np.ndarray, ub: np.ndarray, component: FlatBook, solver: str
 ) -> Solution:
-    """Among optimal solutions: most procured kW, then earlier offers first (module docstring)."""
-    n_offers = max(len(component.offers), 1)
+    """Among optimal solutions: most procured kW, then earlier orders first (module docstring).
+
+    Secondary objective, with welfare held at its optimum: ``Σ (1 + ε_r) y − Σ ε_o x`` where the
+    weights ``ε`` fall with time priority, lie in (0, 0.5), and are counted per kW.
+    """
     secondary = np.zeros(model.n)
     is_y = model.col_kind == Y
-    secondary[is_y] = 1.0
+    request_rank = (
+        np.asarray([(r.submitted_at, r.id) for r in component.requests], dtype=object).tolist()
+        if component.requests
+        else []
+    )
+    order_of_request = {key[1]: k for k, key in enumerate(sorted(tuple(x) for x in request_rank))}
+    n_requests = max(len(component.requests), 1)
+    y_rank = np.asarray([order_of_request[component.requests[int(o)].id] for o in model.col_order[is_y]], dtype=float)
+    secondary[is_y] = 1.0 + 0.5 * (n_requests - y_rank) / (n_requests + 1)
     flex = (model.col_kind == X) | (model.col_kind == A)
-    ranks = component.offer_rank[model.col_order[flex]]
-    _, order = np.unique(ranks, return_inverse=True)  # dense rank of each column's offer in the component
+    n_offers = max(len(component.offers), 1)
+    _, order = np.unique(component.offer_rank[model.col_order[flex]], return_inverse=True)
     weight = 0.5 * (order + 1) / (n_offers + 1)
     if np.any(model.col_kind == A):
         # An activation column carries a whole profile; weigh it per kW like divisible columns.
         kw_per_unit = np.asarray(abs(model.block_profile).sum(axis=0)).reshape(-1)[flex]
         weight = weight * np.where(model.col_kind[flex] == A, np.maximum(kw_per_unit, 1.0), 1.0)
     secondary[flex] = -weight
-    tolerance = 1e-7 * max(1.0, abs(solution.objective))
+    # Complementary slackness: a column with a non-zero reduced cost sits at the same bound in every
+    # optimal solution, so fixing it there keeps the search on the optimal face whatever the
+    # welfare tolerance below allows (it only absorbs the solver's last digits).
+    rc = reduced_costs(model, solution.duals)
+    decided = np.abs(rc) > PRICE_TOL * (1 + np.abs(model.c))
+    lb, ub = lb.copy(), ub.copy()
+    ub[decided & (rc < 0)] = lb[decided & (rc < 0)]
+    lb[decided & (rc > 0)] = ub[decided & (rc > 0)]
+    tolerance = 1e-9 * max(1.0, abs(solution.objective))
     held = solve(
         model, solver, objective=secondary, extra_rows=(-model.c, -solution.objective + tolerance), lb=lb, ub=ub
     )
@@ -274,9 +296,9 @@ class _Tally:
 
     def collect(self, component: FlatBook, model: LinearModel, solution: Solution, prices: np.ndarray) -> None:
         v = np.where(
-            np.abs(solution.v - model.lb) <= PRIMAL_TOL,
+            np.abs(solution.v - model.lb) <= RESULT_TOL,
             model.lb,
-            np.where(np.abs(solution.v - model.ub) <= PRIMAL_TOL, model.ub, solution.v),
+            np.where(np.abs(solution.v - model.ub) <= RESULT_TOL, model.ub, solution.v),
         )
         price_at = self._points(component, model, v, prices)
         kw, bid_money = self._flex(component, model, v)
@@ -353,6 +375,8 @@ class _Tally:
                     for target, factor in zip(targets.indices.tolist(), targets.data.tolist(), strict=True)
                     if (target, t, 1) in price_at or (target, t, -1) in price_at
                 ]
+                # "No request it can relieve": no request in the offer's own direction on its path.
+                helps = any((target, t, offer.direction) in price_at for target, _ in relieved)
                 # Locational value: Σ sensitivity × (price in the offer's direction − price against it).
                 value = sum(
                     factor
@@ -362,11 +386,11 @@ class _Tally:
                     )
                     for target, factor in relieved
                 )
-                if relieved:
+                if helps:
                     self.reachable.add(offer.id)
                     self.value_of.setdefault(offer.id, []).append(value)
                 amount = kw.get((o, t), 0.0)
-                if amount <= PRIMAL_TOL:
+                if amount <= RESULT_TOL:
                     continue
                 isp = base + t
                 self.accepted[offer.id][isp] = self.accepted[offer.id].get(isp, 0.0) + amount

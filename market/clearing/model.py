@@ -410,46 +410,41 @@ def add_relief_constraints(
 def add_storage_constraints(book: FlatBook, flex: _Contribution, n: int) -> _Rows:
     """State of charge of storage offers, for every ISP t of the offer::
 
-        up:    soc0 − Σ_{τ≤t} kW[o,τ] · h / η  ≥ 0          (discharging)
-        down:  soc0 + Σ_{τ≤t} kW[o,τ] · h · η  ≤ capacity   (charging)
+        up:    soc[o,t] = soc0 − Σ_{τ≤t} kW[o,τ] · h / η  ≥ 0          (discharging)
+        down:  soc[o,t] = soc0 + Σ_{τ≤t} kW[o,τ] · h · η  ≤ capacity   (charging)
 
-    An offer has one direction, so its state of charge moves one way only and the other bound
-    cannot bind. ``h`` is the ISP length in hours; the rows are cumulative sums over the profile.
+    An offer has one direction, so its state of charge moves one way and the other bound cannot
+    bind; and since every kW is non-negative, the sum up to the last ISP is the largest, so the
+    bound at the last ISP implies it at every earlier one. One row per offer is therefore exact:
+    ``Σ_t kW[o,t] · h / η ≤ soc0`` (up) or ``Σ_t kW[o,t] · h · η ≤ capacity − soc0`` (down).
     """
-    storage = [o for o, offer in enumerate(book.offers) if offer.storage is not None]
-    if not storage:
+    storage = np.array([o for o, offer in enumerate(book.offers) if offer.storage is not None], dtype=np.int64)
+    if len(storage) == 0:
         return _no_rows(n)
-    hours = book.isp_hours
-    rows, cols, vals, h_list, isp_list = [], [], [], [], []
-    row = 0
-    by_offer: dict[int, list[int]] = {}
-    for i, o in enumerate(flex.offer.tolist()):
-        by_offer.setdefault(o, []).append(i)
-    for o in storage:
+    row_of_offer = np.full(len(book.offers), -1, dtype=np.int64)
+    row_of_offer[storage] = np.arange(len(storage))
+    per_kw = np.zeros(len(book.offers))
+    budget = np.zeros(len(storage))
+    for row, o in enumerate(storage.tolist()):
         offer = book.offers[o]
-        assert offer.storage is not None  # noqa: S101 - filtered above
         s = offer.storage
-        per_kw = hours / s.efficiency if offer.direction == 1 else hours * s.efficiency
-        budget = s.initial_kwh if offer.direction == 1 else s.capacity_kwh - s.initial_kwh
-        entries = by_offer.get(o, [])
-        for t in sorted({int(flex.isp[i]) for i in entries}):
-            for i in entries:
-                if flex.isp[i] <= t:
-                    rows.append(row)
-                    cols.append(int(flex.cols[i]))
-                    vals.append(per_kw * float(flex.coef[i]))
-            h_list.append(budget)
-            isp_list.append(t)
-            row += 1
-    G = sp.csr_matrix((vals, (rows, cols)), shape=(row, n))
+        assert s is not None  # noqa: S101 - filtered above
+        up = offer.direction == 1
+        per_kw[o] = book.isp_hours / s.efficiency if up else book.isp_hours * s.efficiency
+        budget[row] = s.initial_kwh if up else s.capacity_kwh - s.initial_kwh
+    rows = row_of_offer[flex.offer]
+    keep = rows >= 0
+    G = sp.csr_matrix(
+        (per_kw[flex.offer[keep]] * flex.coef[keep], (rows[keep], flex.cols[keep])), shape=(len(storage), n)
+    )
     G.sum_duplicates()
     return _Rows(
         G,
-        np.asarray(h_list, dtype=np.float64),
-        np.full(row, STORAGE),
-        np.full(row, -1),
-        np.asarray(isp_list, dtype=np.int64),
-        np.zeros(row, dtype=np.int64),
+        budget,
+        np.full(len(storage), STORAGE),
+        np.full(len(storage), -1),
+        np.full(len(storage), -1),
+        np.zeros(len(storage), dtype=np.int64),
     )
 
 

@@ -6,12 +6,12 @@ any correct solver finds it. It is not unique when supply and demand overlap ver
 accepted offer exactly meets the request): then every ``λ`` between the marginal offer's price and
 the request's value (or the next offer's price) is optimal.
 
-**Rule.** Let ``Λ*`` be the set of optimal duals. Each row's price is the midpoint of the two
-extreme optimal dual vectors that minimise and maximise ``Σ λ`` over ``Λ*``. With a radial grid
-``Λ*`` is a lattice, so both extremes are unique and the price is the midpoint of the row's valid
-price interval. The extremes are computed only when the dual is not unique, which is checked
-from the primal solution: ``λ`` is pinned if the reduced-cost equations of the columns strictly
-inside their bounds determine every binding row's dual.
+**Rule.** Let ``Λ*`` be the set of optimal duals. Each relief row's price is the midpoint of its
+valid price interval ``[min λ_i, max λ_i]`` over ``Λ*``. The two ends are optima of linear
+programs, so they are unique numbers whatever solver finds them. They are computed only for rows
+whose dual is not already pinned: ``λ_i`` is pinned when the reduced-cost equations of the
+columns strictly inside their bounds determine it (``e_i`` lies in the row space of those
+equations), and then the solver's own dual is the price.
 """
 
 from __future__ import annotations
@@ -20,12 +20,14 @@ import cvxpy as cp
 import numpy as np
 import scipy.sparse as sp
 
-from market.clearing.model import FloatArray, LinearModel
+from market.clearing.model import RELIEF, FloatArray, LinearModel
 from market.clearing.solve import Solution, SolverError
 
 PRIMAL_TOL = 1e-6
 """kW: a value closer than this to a bound is at the bound."""
 PRICE_TOL = 1e-5
+SVD_TOL = 1e-9
+"""Relative size below which a singular value or a null-space component is zero."""
 """Currency per MWh: reduced costs smaller than this are zero."""
 
 
@@ -38,22 +40,30 @@ def interior_columns(model: LinearModel, v: FloatArray, lb: FloatArray, ub: Floa
     return np.flatnonzero((v > lb + PRIMAL_TOL) & (v < ub - PRIMAL_TOL))
 
 
-def dual_is_unique(model: LinearModel, v: FloatArray, lb: FloatArray, ub: FloatArray) -> bool:
-    """True if the reduced-cost equations of interior columns pin every binding row's dual."""
+def unpinned_rows(model: LinearModel, v: FloatArray, duals: FloatArray, lb: FloatArray, ub: FloatArray) -> np.ndarray:
+    """Relief rows whose dual the equations of the interior columns do not determine."""
     binding = binding_rows(model, v)
-    if len(binding) == 0:
-        return True
+    relief = set(np.flatnonzero(model.row_kind == RELIEF).tolist())
+    candidates = [i for i in binding.tolist() if i in relief]
+    if not candidates:
+        return np.zeros(0, dtype=np.int64)
     interior = interior_columns(model, v, lb, ub)
-    if len(interior) < len(binding):
-        return False
-    sub = model.G[binding][:, interior].toarray()
-    return bool(np.linalg.matrix_rank(sub) == len(binding))
+    if len(interior) == 0:
+        return np.asarray(candidates, dtype=np.int64)
+    # Equations: for each interior column j, Σ_i G[i, j] λ_i = c_j over the binding rows i.
+    equations = model.G[binding][:, interior].toarray().T
+    _, singular, vt = np.linalg.svd(equations, full_matrices=True)
+    rank = int(np.sum(singular > SVD_TOL * max(1.0, float(singular.max(initial=0.0)))))
+    null = vt[rank:]  # directions of λ over the binding rows that the equations leave free
+    position = {row: k for k, row in enumerate(binding.tolist())}
+    free = [i for i in candidates if null.shape[0] and np.any(np.abs(null[:, position[i]]) > SVD_TOL)]
+    return np.asarray(free, dtype=np.int64)
 
 
-def extreme_duals(
-    model: LinearModel, welfare: float, lb: FloatArray, ub: FloatArray, solver: str
+def price_intervals(
+    model: LinearModel, welfare: float, lb: FloatArray, ub: FloatArray, rows: np.ndarray, solver: str
 ) -> tuple[FloatArray, FloatArray]:
-    """The optimal duals that minimise and maximise ``Σ λ`` (see the module docstring).
+    """``min λ_i`` and ``max λ_i`` over the optimal dual face, for each row ``i`` in ``rows``.
 
     Dual of ``max c·v, G v ≤ h, lb ≤ v ≤ ub``:  ``min h·λ + ub·μ − lb·ν``,
     ``Gᵀλ + μ − ν = c``,  ``λ, μ, ν ≥ 0``. Its optimal face: objective ≤ welfare (+ tolerance).
@@ -64,26 +74,35 @@ def extreme_duals(
     nu = cp.Variable(n, nonneg=True)
     finite_lb = np.where(np.isfinite(lb), lb, 0.0)
     dual_objective = model.h @ lam + ub @ mu - finite_lb @ nu
-    tolerance = 1e-7 * max(1.0, abs(welfare))
+    tolerance = 1e-9 * max(1.0, abs(welfare))
     constraints = [sp.csr_matrix(model.G.T) @ lam + mu - nu == model.c, dual_objective <= welfare + tolerance]
-    extremes = []
-    for sense in (cp.Minimize, cp.Maximize):
-        problem = cp.Problem(sense(cp.sum(lam)), constraints)
-        problem.solve(solver=solver, verbose=False)
-        if problem.status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE) or lam.value is None:
-            raise SolverError(f"{solver}: dual face LP ended with status {problem.status}")
-        extremes.append(np.maximum(np.asarray(lam.value, dtype=np.float64), 0.0))
-    return extremes[0], extremes[1]
+    low, high = np.zeros(len(rows)), np.zeros(len(rows))
+    for k, row in enumerate(rows.tolist()):
+        for sense, out in ((cp.Minimize, low), (cp.Maximize, high)):
+            problem = cp.Problem(sense(lam[row]), constraints)
+            problem.solve(solver=solver, verbose=False)
+            if sense is cp.Maximize and problem.status in (cp.UNBOUNDED, cp.UNBOUNDED_INACCURATE):
+                # No upper end: nothing can relieve the row at the margin (demand left unmet, or
+                # opposing requests at one point). Its price is then the lowest valid one.
+                out[k] = low[k]
+                continue
+            if problem.status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE) or problem.value is None:
+                raise SolverError(f"{solver}: price interval LP ended with status {problem.status}")
+            out[k] = max(float(problem.value), 0.0)
+    return low, high
 
 
 def row_prices(
     model: LinearModel, solution: Solution, welfare: float, lb: FloatArray, ub: FloatArray, solver: str
 ) -> tuple[FloatArray, bool]:
-    """Prices for every row of the model by the rule above; also whether the dual was degenerate."""
-    if dual_is_unique(model, solution.v, lb, ub):
+    """Prices for every row of the model by the rule above; also whether any dual was degenerate."""
+    free = unpinned_rows(model, solution.v, solution.duals, lb, ub)
+    if len(free) == 0:
         return solution.duals, False
-    low, high = extreme_duals(model, welfare, lb, ub, solver)
-    return (low + high) / 2, True
+    low, high = price_intervals(model, welfare, lb, ub, free, solver)
+    prices = solution.duals.copy()
+    prices[free] = (low + high) / 2
+    return prices, True
 
 
 def reduced_costs(model: LinearModel, duals: FloatArray) -> FloatArray:

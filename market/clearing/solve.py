@@ -43,8 +43,13 @@ def solve(
     lower = model.lb if lb is None else lb
     upper = model.ub if ub is None else ub
     integral = np.flatnonzero(model.integer) if integer else np.zeros(0, dtype=np.int64)
-    v = cp.Variable(model.n, integer=[(int(i),) for i in integral] if len(integral) else False)
+    v = cp.Variable(model.n)
     constraints = [v >= lower, v <= upper]
+    if len(integral):
+        # A separate integer variable tied to the binaries' columns (cvxpy's per-index integrality
+        # is unreliable for several indices of a vector).
+        z = cp.Variable(len(integral), integer=True)
+        constraints.append(v[integral] == z)
     relief = None
     if model.G.shape[0]:
         relief = model.G @ v <= model.h

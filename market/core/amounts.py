@@ -37,6 +37,8 @@ def canonical(value: Decimal) -> Decimal:
         return value
     if not value:
         return Decimal(0)
+    if value.adjusted() >= _WIDE.prec - 10:  # absurdly large: leave it for the bounds check
+        return value
     normal = value.normalize(_WIDE)
     if normal != value:  # normalising rounded: leave it for the decimal-places check
         return value

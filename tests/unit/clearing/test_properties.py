@@ -1,0 +1,216 @@
+"""Properties of any clearing, on random books over a small radial tree.
+
+Books: root T with 2-3 feeders, 2-3 ISPs, both directions, both pricing rules, two-tranche offers,
+a few block offers (some with a rebound), and, in the second family, all-or-nothing offers.
+Every request gets at least one offer at its own point, ISP and direction, so every relief row
+can be relieved, and requests at one point share a direction (a row nothing can relieve, and an
+up and a down request at one point, crash the pricing: known bugs, see test_hand_computed.py).
+
+The payment property follows from LP duality: an accepted divisible offer's reduced cost is ≥ 0,
+so the locational value it earns is at least its marginal tranche's price. It does not hold per
+ISP for a block offer (only its whole profile must pay) nor for an all-or-nothing offer (its price
+comes from the LP with the binaries fixed, where the relief row can be slack), so blocks are
+checked over their profile and all-or-nothing offers are not checked.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+from market.clearing.book import DOWN, UP, ClearingResult, Offer, OrderBook, PricingRule, Request
+from market.clearing.engine import clear
+from tests.unit.clearing.builders import ISPS, RADIAL, RADIAL3, at
+
+TOL = Decimal("0.0001")
+PROPERTY_SETTINGS = settings(
+    max_examples=30,
+    derandomize=True,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+
+prices = st.one_of(
+    st.sampled_from([40.0, 80.0, 100.0]),
+    st.integers(min_value=500, max_value=20_000).map(lambda c: c / 100),
+)
+quantities = st.integers(min_value=5, max_value=100).map(lambda d: d / 10)
+
+
+@st.composite
+def tranches(draw: st.DrawFn) -> tuple[tuple[float, float], ...]:
+    first = draw(prices)
+    if draw(st.integers(min_value=0, max_value=3)) > 0:
+        return ((1.0, first),)
+    share = draw(st.sampled_from([0.25, 0.5, 0.75]))
+    step = draw(st.integers(min_value=0, max_value=5000).map(lambda c: c / 100))
+    return ((share, first), (1.0 - share, first + step))
+
+
+@st.composite
+def random_books(draw: st.DrawFn, *, all_or_nothing: bool) -> OrderBook:
+    n_feeders = draw(st.integers(min_value=2, max_value=3))
+    relief = RADIAL3 if n_feeders == 3 else RADIAL
+    points = ["T", *[f"F{i + 1}" for i in range(n_feeders)]]
+    n_isps = draw(st.integers(min_value=2, max_value=3))
+    rule = draw(st.sampled_from(list(PricingRule)))
+    directions = st.sampled_from([UP, DOWN])
+    # One request direction per point: an up and a down request at one point and ISP cancel each
+    # other's rows and crash the pricing (a known bug, see test_hand_computed.py).
+    request_direction = {p: draw(directions) for p in points}
+
+    requests: list[Request] = []
+    for i in range(draw(st.integers(min_value=1, max_value=4))):
+        isp = draw(st.integers(min_value=0, max_value=n_isps - 1))
+        length = draw(st.integers(min_value=1, max_value=n_isps - isp))
+        point = draw(st.sampled_from(points))
+        requests.append(
+            Request(
+                f"r{i}",
+                point,
+                request_direction[point],
+                isp,
+                tuple(draw(quantities) for _ in range(length)),
+                draw(prices),
+                at(draw(st.integers(min_value=0, max_value=9))),
+            )
+        )
+
+    offers: list[Offer] = []
+
+    def add(point: str, direction: int, isp: int, kws: tuple[float, ...], **extra: object) -> None:
+        offers.append(
+            Offer(
+                id=f"o{len(offers)}",
+                congestion_point=point,
+                direction=direction,
+                first_isp=isp,
+                quantities_kw=kws,
+                tranches=draw(tranches()),
+                submitted_at=at(draw(st.integers(min_value=0, max_value=9))),
+                **extra,  # type: ignore[arg-type]
+            )
+        )
+
+    # One divisible offer where each request is, so every relief row can be relieved.
+    for r in requests:
+        add(r.congestion_point, r.direction, r.first_isp, tuple(draw(quantities) for _ in r.quantities_kw))
+    for _ in range(draw(st.integers(min_value=0, max_value=4))):
+        isp = draw(st.integers(min_value=0, max_value=n_isps - 1))
+        length = draw(st.integers(min_value=1, max_value=n_isps - isp))
+        kind = draw(st.sampled_from(["divisible", "divisible", "block", "aon" if all_or_nothing else "divisible"]))
+        extra: dict[str, object] = {}
+        if kind == "block":
+            extra["block"] = True
+            if isp + length < n_isps and draw(st.booleans()):
+                extra["rebound_first_isp"] = isp + length
+                extra["rebound_kw"] = (draw(quantities),)
+        elif kind == "aon":
+            extra["min_fraction"] = draw(st.sampled_from([1.0, 0.5]))
+            extra["block"] = draw(st.booleans())
+        add(
+            draw(st.sampled_from(points)),
+            draw(directions),
+            isp,
+            tuple(draw(quantities) for _ in range(length)),
+            **extra,
+        )
+    return OrderBook(ISPS[:n_isps], 0.25, tuple(offers), tuple(requests), dict(relief), rule)
+
+
+# -- the properties -------------------------------------------------------------------------------
+
+
+def check_welfare_not_negative(result: ClearingResult) -> None:
+    assert result.welfare >= 0
+
+
+def check_awards_within_bounds(book: OrderBook, result: ClearingResult) -> None:
+    by_id = {o.id: o for o in book.offers}
+    for award in result.awards:
+        offer = by_id[award.offer_id]
+        assert award.first_isp == offer.first_isp
+        assert len(award.accepted_kw) == len(offer.quantities_kw)
+        offered = [Decimal(repr(q)) for q in offer.quantities_kw]
+        for got, q in zip(award.accepted_kw, offered, strict=True):
+            assert 0 <= got <= q
+        if offer.min_fraction > 0:
+            share = sum(award.accepted_kw) / sum(offered)
+            assert share >= Decimal(repr(offer.min_fraction)) - TOL
+            if offer.min_fraction == 1:
+                assert award.accepted_kw == tuple(q.quantize(Decimal("0.001")) for q in offered)
+        if offer.block:
+            assert award.activation is not None
+            for got, q in zip(award.accepted_kw, offered, strict=True):
+                assert abs(got - award.activation * q) <= Decimal("0.002") * q
+
+
+def check_paid_at_least_lowest_tranche(book: OrderBook, result: ClearingResult) -> None:
+    if book.pricing_rule is not PricingRule.PAY_AS_CLEAR:
+        return
+    by_id = {o.id: o for o in book.offers}
+    for award in result.awards:
+        offer = by_id[award.offer_id]
+        lowest = Decimal(repr(offer.tranches[0][1]))
+        if offer.min_fraction > 0:
+            continue  # priced by the LP with the binaries fixed: no guarantee (module docstring)
+        if offer.block:
+            if offer.rebound_kw:
+                continue  # the rebound's cost at other ISPs is in the activation's reduced cost
+            total = sum(award.accepted_kw)
+            earned = sum(k * p for k, p in zip(award.accepted_kw, award.price_per_mwh, strict=True))
+            assert earned >= lowest * total - TOL * total
+            continue
+        for got, paid in zip(award.accepted_kw, award.price_per_mwh, strict=True):
+            if got > 0:
+                assert paid >= lowest - TOL, (award.offer_id, paid, lowest)
+
+
+def check_nothing_procured_above_value(book: OrderBook, result: ClearingResult) -> None:
+    values: dict[tuple[str, int, int], list[Decimal]] = {}
+    for r in book.requests:
+        for j, q in enumerate(r.quantities_kw):
+            if q > 0:
+                values.setdefault((r.congestion_point, r.first_isp + j, r.direction), []).append(
+                    Decimal(repr(r.value_per_mwh))
+                )
+    for p in result.points:
+        assert p.procured_kw <= p.requested_kw
+        assert p.unmet_kw == p.requested_kw - p.procured_kw
+        if p.procured_kw > 0:
+            # A procured kW has reduced cost ≥ 0: λ ≤ its request's value. (With nothing procured λ
+            # may exceed every value: any λ ≥ value keeps the request at 0.)
+            assert p.price_per_mwh <= max(values[(p.congestion_point, p.isp, p.direction)]) + TOL
+    price_at = {(p.congestion_point, p.isp, p.direction): p.price_per_mwh for p in result.points}
+    by_id = {r.id: r for r in book.requests}
+    for award in result.request_awards:
+        r = by_id[award.request_id]
+        for j, got in enumerate(award.procured_kw):
+            assert 0 <= got <= Decimal(repr(r.quantities_kw[j]))
+            if got > 0:
+                assert (
+                    price_at[(r.congestion_point, r.first_isp + j, r.direction)] <= Decimal(repr(r.value_per_mwh)) + TOL
+                )
+
+
+def check_all(book: OrderBook) -> None:
+    result = clear(book)
+    check_welfare_not_negative(result)
+    check_awards_within_bounds(book, result)
+    check_paid_at_least_lowest_tranche(book, result)
+    check_nothing_procured_above_value(book, result)
+    assert clear(book).result_hash == result.result_hash
+
+
+@PROPERTY_SETTINGS
+@given(random_books(all_or_nothing=False))
+def test_properties_divisible_tranches_and_blocks(book):
+    check_all(book)
+
+
+@settings(PROPERTY_SETTINGS, max_examples=10, phases=[Phase.explicit, Phase.generate])
+@given(random_books(all_or_nothing=True).filter(lambda b: any(o.min_fraction > 0 for o in b.offers)))
+def test_properties_with_all_or_nothing_offers(book):
+    check_all(book)
