@@ -40,6 +40,7 @@ from market.clearing.book import (
     RejectionReason,
     Request,
     RequestAward,
+    book_to_json,
 )
 from market.clearing.decompose import isp_components, links_isps
 from market.clearing.model import RELIEF, A, FlatBook, LinearModel, X, Y, build_model
@@ -65,32 +66,18 @@ def _price(value: float) -> Decimal:
 # -- hashing ----------------------------------------------------------------------------------------
 
 
-def _canonical(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _canonical(getattr(value, f.name)) for f in dataclasses.fields(value) if f.compare}
-    if isinstance(value, dict):
-        return [[_canonical(k), _canonical(v)] for k, v in sorted(value.items(), key=lambda kv: repr(kv[0]))]
-    if isinstance(value, tuple | list):
-        return [_canonical(v) for v in value]
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, Decimal):
-        return str(value)
-    return value
-
-
 def _digest(value: Any) -> str:
-    return hashlib.sha256(json.dumps(_canonical(value), separators=(",", ":")).encode()).hexdigest()
+    return hashlib.sha256(json.dumps(value, separators=(",", ":")).encode()).hexdigest()
 
 
 def book_hash(book: OrderBook) -> str:
-    """Hash of the book, independent of the order in which offers and requests were listed."""
+    """Hash of the book's canonical JSON, independent of the order offers and requests were listed in."""
     ordered = dataclasses.replace(
         book,
         offers=tuple(sorted(book.offers, key=lambda o: o.id)),
         requests=tuple(sorted(book.requests, key=lambda r: r.id)),
     )
-    return _digest(ordered)
+    return _digest(book_to_json(ordered))
 
 
 # -- the clearing ---------------------------------------------------------------------------------
@@ -125,13 +112,18 @@ def clear(book: OrderBook, solver: str = DEFAULT_SOLVER) -> ClearingResult:
     welfare = 0.0
     degenerate_components = 0
 
-    for isps in components:
-        component = _component_book(book, isps, offers, requests, points, relief, point_index, rank)
+    component_of = np.empty(len(book.isps), dtype=np.int64)
+    for c, isps in enumerate(components):
+        component_of[isps] = c
+    offers_in = _by_component(offers, component_of, len(components))
+    requests_in = _by_component(requests, component_of, len(components))
+    for c, isps in enumerate(components):
+        component = _component_book(book, isps, offers_in[c], requests_in[c], points, relief, point_index, rank)
         if not component.requests:
             continue  # nothing to relieve: every offer here is rejected with no_request
         model = build_model(component)
         solution, lb, ub = _solve_component(model, solver)
-        prices, degenerate = row_prices(model, solution, solution.objective, lb, ub, solver)
+        prices, degenerate = row_prices(model, solution, lb, ub)
         degenerate_components += degenerate
         if has_alternative_optima(model, solution, lb, ub):
             solution = _tie_break(model, solution, lb, ub, component, solver)
@@ -166,15 +158,53 @@ def clear(book: OrderBook, solver: str = DEFAULT_SOLVER) -> ClearingResult:
 
 def result_hash(result: ClearingResult) -> str:
     """Hash of everything a participant is told: awards, prices, rejections, point results, welfare."""
+
+    def text(values: Iterable[Decimal]) -> list[str]:
+        return [str(v) for v in values]
+
     return _digest(
         {
-            "awards": result.awards,
-            "rejections": result.rejections,
-            "points": result.points,
-            "requests": result.request_awards,
-            "welfare": result.welfare,
+            "awards": [
+                [
+                    a.offer_id,
+                    a.first_isp,
+                    text(a.accepted_kw),
+                    text(a.price_per_mwh),
+                    None if a.activation is None else str(a.activation),
+                ]
+                for a in result.awards
+            ],
+            "rejections": [[r.offer_id, r.reason.value] for r in result.rejections],
+            "points": [
+                [
+                    p.congestion_point,
+                    p.isp,
+                    p.direction,
+                    str(p.requested_kw),
+                    str(p.procured_kw),
+                    str(p.unmet_kw),
+                    str(p.price_per_mwh),
+                ]
+                for p in result.points
+            ],
+            "requests": [[r.request_id, r.first_isp, text(r.procured_kw)] for r in result.request_awards],
+            "welfare": str(result.welfare),
         }
     )
+
+
+def _by_component(orders: list[Any], component_of: np.ndarray, count: int) -> list[list[Any]]:
+    """The orders touching each component, in their original order, each listed once per component."""
+    lists: list[list[Any]] = [[] for _ in range(count)]
+    for order in orders:
+        seen: set[int] = set()
+        for j, q in enumerate(order.quantities_kw):
+            if q > 0:
+                c = int(component_of[order.first_isp + j])
+                if c not in seen:
+                    seen.add(c)
+                    lists[c].append(order)
+    return lists
 
 
 def _component_book(
@@ -189,19 +219,13 @@ def _component_book(
 ) -> FlatBook:
     first, last = isps[0], isps[-1]
     members = set(isps)
-    chosen: list[Offer] = []
-    for offer in offers:
-        covered = [offer.first_isp + j for j, q in enumerate(offer.quantities_kw) if q > 0]
-        if not covered or not set(covered) & members:
-            continue
-        if links_isps(offer):
-            chosen.append(offer)
-        else:  # only this component's ISPs of an offer that links nothing
-            chosen.append(_restrict(offer, members))
-    chosen_requests = [
-        r for r in requests if any(q > 0 and r.first_isp + j in members for j, q in enumerate(r.quantities_kw))
-    ]
-    chosen_requests = [_restrict_request(r, members) for r in chosen_requests]
+
+    def inside(order: Offer | Request) -> bool:
+        return all(order.first_isp + j in members for j, q in enumerate(order.quantities_kw) if q > 0)
+
+    # Only this component's ISPs of an order that links nothing (linking offers lie inside by construction).
+    chosen = [o if inside(o) or links_isps(o) else _restrict(o, members) for o in offers]
+    chosen_requests = [r if inside(r) else _restrict_request(r, members) for r in requests]
     span = list(range(first, last + 1))
     return FlatBook(
         isps=span,
@@ -293,6 +317,17 @@ class _Tally:
     points: list[PointResult] = dataclasses.field(default_factory=list)
     reachable: set[str] = dataclasses.field(default_factory=set)
     value_of: dict[str, list[float]] = dataclasses.field(default_factory=dict)
+    target_cache: dict[int, list[tuple[int, float]]] = dataclasses.field(default_factory=dict)
+
+    def _targets(self, relief: sp.csr_matrix, point: int) -> list[tuple[int, float]]:
+        """(target, factor) pairs a kW at ``point`` relieves; the relief matrix is the same for every
+        component of a clearing, so it is read once per point."""
+        cached = self.target_cache.get(point)
+        if cached is None:
+            lo, hi = relief.indptr[point], relief.indptr[point + 1]
+            cached = list(zip(relief.indices[lo:hi].tolist(), relief.data[lo:hi].tolist(), strict=True))
+            self.target_cache[point] = cached
+        return cached
 
     def collect(self, component: FlatBook, model: LinearModel, solution: Solution, prices: np.ndarray) -> None:
         v = np.where(
@@ -365,14 +400,14 @@ class _Tally:
     ) -> None:
         base = component.isps[0]
         for o, offer in enumerate(component.offers):
-            targets = component.relief.getrow(component.offer_point[o])
+            targets = self._targets(component.relief, int(component.offer_point[o]))
             for jj, q in enumerate(offer.quantities_kw):
                 if q <= 0:
                     continue
                 t = offer.first_isp + jj - base
                 relieved = [
                     (target, factor)
-                    for target, factor in zip(targets.indices.tolist(), targets.data.tolist(), strict=True)
+                    for target, factor in targets
                     if (target, t, 1) in price_at or (target, t, -1) in price_at
                 ]
                 # "No request it can relieve": no request in the offer's own direction on its path.

@@ -16,7 +16,7 @@ equations), and then the solver's own dual is the price.
 
 from __future__ import annotations
 
-import cvxpy as cp
+import highspy
 import numpy as np
 import scipy.sparse as sp
 
@@ -61,45 +61,73 @@ def unpinned_rows(model: LinearModel, v: FloatArray, duals: FloatArray, lb: Floa
 
 
 def price_intervals(
-    model: LinearModel, welfare: float, lb: FloatArray, ub: FloatArray, rows: np.ndarray, solver: str
+    model: LinearModel, lb: FloatArray, ub: FloatArray, rows: np.ndarray
 ) -> tuple[FloatArray, FloatArray]:
     """``min λ_i`` and ``max λ_i`` over the optimal dual face, for each row ``i`` in ``rows``.
 
     Dual of ``max c·v, G v ≤ h, lb ≤ v ≤ ub``:  ``min h·λ + ub·μ − lb·ν``,
     ``Gᵀλ + μ − ν = c``,  ``λ, μ, ν ≥ 0``. Its optimal face: objective ≤ welfare (+ tolerance).
+
+    The face is built once in HiGHS and only the objective changes from one end to the next, so
+    each end is a warm-started re-solve. The ends are optimal values of LPs, so they are the same
+    numbers whichever solver cleared the auction; HiGHS computes them in both cases.
     """
     m, n = model.G.shape
-    lam = cp.Variable(m, nonneg=True)
-    mu = cp.Variable(n, nonneg=True)
-    nu = cp.Variable(n, nonneg=True)
     finite_lb = np.where(np.isfinite(lb), lb, 0.0)
-    dual_objective = model.h @ lam + ub @ mu - finite_lb @ nu
-    tolerance = 1e-9 * max(1.0, abs(welfare))
-    constraints = [sp.csr_matrix(model.G.T) @ lam + mu - nu == model.c, dual_objective <= welfare + tolerance]
+    eye = sp.identity(n, format="csr")
+    equalities = sp.hstack([model.G.T.tocsr(), eye, -eye], format="csr")
+    face = sp.csr_matrix(np.concatenate([model.h, ub, -finite_lb]).reshape(1, -1))
+    a = sp.vstack([equalities, face], format="csc")
+    lp = highspy.HighsLp()
+    lp.num_col_ = m + 2 * n
+    lp.num_row_ = n + 1
+    lp.col_cost_ = np.zeros(m + 2 * n)
+    lp.col_lower_ = np.zeros(m + 2 * n)
+    lp.col_upper_ = np.full(m + 2 * n, highspy.kHighsInf)
+    lp.row_lower_ = np.concatenate([model.c, [-highspy.kHighsInf]])
+    lp.row_upper_ = np.concatenate([model.c, [highspy.kHighsInf]])
+    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+    lp.a_matrix_.start_ = a.indptr
+    lp.a_matrix_.index_ = a.indices
+    lp.a_matrix_.value_ = a.data
+    highs = highspy.Highs()
+    highs.setOptionValue("output_flag", False)
+    # First the dual optimum itself, by this solver, so the face is consistent whatever solver found
+    # ``welfare``; then hold the dual objective there and move one λ at a time.
+    dual_cost = np.concatenate([model.h, ub, -finite_lb])
+    lp.col_cost_ = dual_cost
+    highs.passModel(lp)
+    highs.run()
+    if highs.getModelStatus() != highspy.HighsModelStatus.kOptimal:
+        raise SolverError(f"dual LP ended with {highs.modelStatusToString(highs.getModelStatus())}")
+    optimum = highs.getInfo().objective_function_value
+    tolerance = 1e-9 * max(1.0, abs(optimum))
+    highs.changeRowBounds(n, -highspy.kHighsInf, optimum + tolerance)
+    highs.changeColsCost(m + 2 * n, np.arange(m + 2 * n, dtype=np.int32), np.zeros(m + 2 * n))
     low, high = np.zeros(len(rows)), np.zeros(len(rows))
     for k, row in enumerate(rows.tolist()):
-        for sense, out in ((cp.Minimize, low), (cp.Maximize, high)):
-            problem = cp.Problem(sense(lam[row]), constraints)
-            problem.solve(solver=solver, verbose=False)
-            if sense is cp.Maximize and problem.status in (cp.UNBOUNDED, cp.UNBOUNDED_INACCURATE):
+        for sign, out in ((1.0, low), (-1.0, high)):
+            highs.changeColCost(row, sign)
+            highs.run()
+            status = highs.getModelStatus()
+            if sign < 0 and status == highspy.HighsModelStatus.kUnbounded:
                 # No upper end: nothing can relieve the row at the margin (demand left unmet, or
                 # opposing requests at one point). Its price is then the lowest valid one.
                 out[k] = low[k]
                 continue
-            if problem.status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE) or problem.value is None:
-                raise SolverError(f"{solver}: price interval LP ended with status {problem.status}")
-            out[k] = max(float(problem.value), 0.0)
+            if status != highspy.HighsModelStatus.kOptimal:
+                raise SolverError(f"price interval LP ended with {highs.modelStatusToString(status)}")
+            out[k] = max(sign * highs.getInfo().objective_function_value, 0.0)
+        highs.changeColCost(row, 0.0)
     return low, high
 
 
-def row_prices(
-    model: LinearModel, solution: Solution, welfare: float, lb: FloatArray, ub: FloatArray, solver: str
-) -> tuple[FloatArray, bool]:
+def row_prices(model: LinearModel, solution: Solution, lb: FloatArray, ub: FloatArray) -> tuple[FloatArray, bool]:
     """Prices for every row of the model by the rule above; also whether any dual was degenerate."""
     free = unpinned_rows(model, solution.v, solution.duals, lb, ub)
     if len(free) == 0:
         return solution.duals, False
-    low, high = price_intervals(model, welfare, lb, ub, free, solver)
+    low, high = price_intervals(model, lb, ub, free)
     prices = solution.duals.copy()
     prices[free] = (low + high) / 2
     return prices, True
