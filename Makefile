@@ -23,8 +23,8 @@ demo: $(BIN)/flexmarket-runtime.stamp
 
 ## lint: ruff and mypy strict
 lint: $(BIN)/flexmarket-dev.stamp
-	$(BIN)/ruff check market settlement tests migrations
-	$(BIN)/ruff format --check market settlement tests migrations/env.py
+	$(BIN)/ruff check market settlement tests migrations benchmarks
+	$(BIN)/ruff format --check market settlement tests migrations/env.py benchmarks
 	$(BIN)/mypy
 
 ## test: lint, then the whole suite against PostgreSQL and Redis on 127.0.0.1

@@ -406,6 +406,8 @@ class ApiServer:
 # -- CPU accounting from /proc ------------------------------------------------------------------
 
 _TICK = os.sysconf("SC_CLK_TCK")
+_BUSY_FIELDS = (0, 1, 2, 5, 6, 7)
+"""user, nice, system, irq, softirq, steal in the ``cpu`` line of /proc/stat."""
 
 
 def _stat(pid: int) -> tuple[str, int, float] | None:
@@ -419,6 +421,18 @@ def _stat(pid: int) -> tuple[str, int, float] | None:
     return name, int(rest[1]), (int(rest[11]) + int(rest[12])) / _TICK
 
 
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _machine_busy() -> float:
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    return sum(int(fields[i]) for i in _BUSY_FIELDS) / _TICK
+
+
 def _processes() -> dict[int, tuple[str, int, float]]:
     stats = {}
     for entry in Path("/proc").iterdir():
@@ -427,8 +441,18 @@ def _processes() -> dict[int, tuple[str, int, float]]:
     return stats
 
 
-def cpu_snapshot(server_pid: int) -> dict[str, float]:
-    """CPU seconds used so far by the server's process tree and by all ``postgres`` processes."""
+CpuSample = dict[str, dict[int, float]]
+
+
+def _ours(cmdline: str, database: str) -> bool:
+    """A backend of our database, or a shared PostgreSQL process (checkpointer, WAL writer...)."""
+    return f" {database} " in cmdline or not ("(" in cmdline or "[local]" in cmdline)
+
+
+def cpu_sample(server_pid: int, database_url: str) -> CpuSample:
+    """CPU seconds used so far, per process, by this process (``client``), the API server's process
+    tree (``server``), PostgreSQL for our database (``postgres``: its backends and the shared
+    background processes), and the whole machine (``machine``)."""
     stats = _processes()
     tree = {server_pid}
     grew = True
@@ -436,14 +460,44 @@ def cpu_snapshot(server_pid: int) -> dict[str, float]:
         children = {pid for pid, (_, ppid, _) in stats.items() if ppid in tree} - tree
         tree |= children
         grew = bool(children)
+    me = os.getpid()
+    database = database_url.rsplit("/", 1)[1]
     return {
-        "server": sum(stats[pid][2] for pid in tree if pid in stats),
-        "postgres": sum(cpu for name, _, cpu in stats.values() if name == "postgres"),
+        "client": {me: stats[me][2]} if me in stats else {},
+        "server": {pid: stats[pid][2] for pid in tree if pid in stats},
+        "postgres": {
+            pid: cpu for pid, (name, _, cpu) in stats.items() if name == "postgres" and _ours(_cmdline(pid), database)
+        },
+        "machine": {0: _machine_busy()},
     }
 
 
-def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    return {key: round(after[key] - before[key], 2) for key in before}
+def cpu_used(before: CpuSample, after: CpuSample) -> dict[str, float]:
+    """CPU seconds per group between two samples, and ``other``: what the rest of the machine used
+    (other users' work competing with the benchmark). A process that started in between counts in
+    full; one that ended in between is missed (short-lived backends make ``postgres`` a lower bound)."""
+    used = {
+        group: sum(cpu - before[group].get(pid, 0.0) for pid, cpu in processes.items())
+        for group, processes in after.items()
+    }
+    used["other"] = max(0.0, used["machine"] - used["client"] - used["server"] - used["postgres"])
+    return {group: round(seconds, 2) for group, seconds in used.items()}
+
+
+NOISY_CORES = 0.2
+"""Other processes using more than this many cores during a measurement make its figures suspect."""
+
+
+def contamination_note(other_cores: dict[str, float]) -> list[str]:
+    """A warning when other processes competed for the CPU during the named measurements."""
+    noisy = {name: cores for name, cores in other_cores.items() if cores > NOISY_CORES}
+    if not noisy:
+        return [f"Other processes used at most {NOISY_CORES} cores during every measurement: the machine was quiet."]
+    listed = ", ".join(f"{name}: {cores:.2f}" for name, cores in noisy.items())
+    return [
+        f"**Warning**: other processes competed for the CPU (cores used by them: {listed}); these figures are slower "
+        "than on a quiet machine. Rerun when the machine is idle."
+    ]
 
 
 # -- statistics and results ---------------------------------------------------------------------

@@ -53,9 +53,10 @@ from benchmarks.common import (
     Seller,
     World,
     build_world,
+    contamination_note,
     count_offers,
-    cpu_delta,
-    cpu_snapshot,
+    cpu_sample,
+    cpu_used,
     describe_mix,
     environment,
     environment_markdown,
@@ -284,9 +285,6 @@ def measure(args: argparse.Namespace, world: World, server: ApiServer) -> dict[s
     mixes: list[dict[str, int]] = []
     bodies: list[int] = []
 
-    def cpu() -> dict[str, float]:
-        return {**cpu_snapshot(server.pid), "benchmark": time.process_time()}
-
     def service_path(batch: Batch) -> float:
         seconds, phases = run_service(factory, seller, batch)
         timings.service_phases.append(phases)
@@ -321,9 +319,9 @@ def measure(args: argparse.Namespace, world: World, server: ApiServer) -> dict[s
             bodies.append(batch.body_bytes)
             shift = rep % len(active)
             for name in active[shift:] + active[:shift]:
-                before_cpu = cpu()
+                before_cpu = cpu_sample(server.pid, world.database_url)
                 seconds = paths[name](batch)
-                timings.cpu[name].append(cpu_delta(before_cpu, cpu()))
+                timings.cpu[name].append(cpu_used(before_cpu, cpu_sample(server.pid, world.database_url)))
                 timings.seconds[name].append(seconds)
                 timings.inserted[name].append(check.after(name, args.batch))
                 say(f"  rep {rep + 1}/{args.repetitions} {name:>14}: {seconds:6.3f} s = {args.batch / seconds:6.0f}/s")
@@ -359,7 +357,7 @@ def summarise(batch: int, timings: Timings) -> dict[str, Any]:
             "rows_inserted_per_batch": timings.inserted[name],
             "cpu_s_median": {
                 who: round(statistics.median(c[who] for c in timings.cpu[name]), 2)
-                for who in ("benchmark", "server", "postgres")
+                for who in ("client", "server", "postgres", "other")
             },
         }
     copy_median = summary["copy"]["median_s"]
@@ -399,14 +397,17 @@ def markdown(env: dict[str, Any], args: argparse.Namespace, result: dict[str, An
         )
     lines += [
         "",
-        "CPU seconds per batch (medians; /proc, 10 ms resolution): benchmark process / API server / PostgreSQL.",
+        "CPU seconds per batch (medians, from /proc at 10 ms resolution) of the benchmark process, the API server, "
+        "PostgreSQL (our database's backends and shared background processes) and everything else on the machine.",
         "",
-        "| path | benchmark | server | postgres |",
-        "|---|---|---|---|",
+        "| path | benchmark process | API server | PostgreSQL | other processes |",
+        "|---|---|---|---|---|",
     ]
     for name in (n for n in LABELS if n in summary):
         c = summary[name]["cpu_s_median"]
-        lines.append(f"| {LABELS[name]} | {c['benchmark']:.2f} | {c['server']:.2f} | {c['postgres']:.2f} |")
+        lines.append(
+            f"| {LABELS[name]} | {c['client']:.2f} | {c['server']:.2f} | {c['postgres']:.2f} | {c['other']:.2f} |"
+        )
     phases = summary["service"]["phases_median_s"]
     lines += [
         "",
@@ -415,6 +416,10 @@ def markdown(env: dict[str, Any], args: argparse.Namespace, result: dict[str, An
         f"Rows at the end: {result['final_rows']} (expected {result['expected_rows']}: the warm-ups, every timed "
         "batch of every path and the profiled batch; checked after every batch).",
         f"Server log problems: {result['server_log_problems']['count']}.",
+        "",
+        *contamination_note(
+            {LABELS[n]: s["cpu_s_median"]["other"] / s["median_s"] for n, s in summary.items() if n in LABELS}
+        ),
     ]
     if result["profile"]:
         lines += ["", f"cProfile of one service-level batch ({result['profile']['total_s']} s under the profiler):", ""]
