@@ -10,21 +10,10 @@ from enum import StrEnum
 from typing import Any
 
 from advanced_alchemy.types import DateTimeUTC
-from sqlalchemy import JSON, Date, Enum, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Date, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from market.core.db import Base, ExactDecimal, IdMixin, utcnow
-
-
-def _enum(kind: type[StrEnum], name: str) -> Enum:
-    return Enum(
-        kind,
-        native_enum=False,
-        length=24,
-        values_callable=lambda e: [m.value for m in e],
-        create_constraint=True,
-        name=name,
-    )
+from market.core.db import Base, ExactDecimal, IdMixin, str_enum, utcnow
 
 
 class RunStatus(StrEnum):
@@ -50,7 +39,7 @@ class ClearingRun(IdMixin, Base):
     horizon_start: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
     horizon_end: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
     gate_closure_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
-    status: Mapped[RunStatus] = mapped_column(_enum(RunStatus, "run_status"))
+    status: Mapped[RunStatus] = mapped_column(str_enum(RunStatus, "run_status"))
     pricing_rule: Mapped[str] = mapped_column(String(20))
     solver: Mapped[str] = mapped_column(String(20))
     input_hash: Mapped[str] = mapped_column(String(64))
@@ -92,7 +81,7 @@ class OfferResult(Base):
     run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("clearing_run.id", ondelete="RESTRICT"), primary_key=True)
     offer_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("flex_offer.id", ondelete="RESTRICT"), primary_key=True)
     seller_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("participant.id", ondelete="RESTRICT"))
-    outcome: Mapped[OfferOutcome] = mapped_column(_enum(OfferOutcome, "offer_outcome"))
+    outcome: Mapped[OfferOutcome] = mapped_column(str_enum(OfferOutcome, "offer_outcome"))
     activation: Mapped[Decimal | None] = mapped_column(ExactDecimal(20, 6))
 
 

@@ -12,10 +12,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Context, Decimal
+from enum import StrEnum
 from typing import Any, ClassVar
 
 from advanced_alchemy.types import DateTimeUTC
-from sqlalchemy import BigInteger, Dialect, MetaData, Numeric, create_engine, event
+from sqlalchemy import BigInteger, Dialect, Enum, MetaData, Numeric, create_engine, event
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.types import TypeDecorator, TypeEngine
@@ -88,6 +89,19 @@ class ExactDecimal(TypeDecorator[Decimal]):
         if dialect.name == "sqlite":
             return canonical(Decimal(int(value)).scaleb(-self.scale))
         return canonical(Decimal(value))
+
+
+def str_enum(kind: type[StrEnum], name: str, length: int = 24) -> Enum:
+    """A string enum column: plain VARCHAR with a CHECK constraint on both backends (no PostgreSQL
+    enum type, so adding a member is an ordinary migration)."""
+    return Enum(
+        kind,
+        native_enum=False,
+        length=length,
+        values_callable=lambda e: [m.value for m in e],
+        create_constraint=True,
+        name=name,
+    )
 
 
 class Base(DeclarativeBase):

@@ -4,10 +4,10 @@ import uuid
 from decimal import Decimal
 from enum import StrEnum
 
-from sqlalchemy import Enum, ForeignKey, String, UniqueConstraint
+from sqlalchemy import ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from market.core.db import Base, CreatedAtMixin, ExactDecimal, IdMixin
+from market.core.db import Base, CreatedAtMixin, ExactDecimal, IdMixin, str_enum
 
 
 class CongestionPointKind(StrEnum):
@@ -29,16 +29,7 @@ class CongestionPoint(IdMixin, CreatedAtMixin, Base):
     )
     code: Mapped[str] = mapped_column(String(64))
     name: Mapped[str] = mapped_column(String(200))
-    kind: Mapped[CongestionPointKind] = mapped_column(
-        Enum(
-            CongestionPointKind,
-            native_enum=False,
-            length=20,
-            values_callable=lambda e: [m.value for m in e],
-            create_constraint=True,
-            name="congestion_point_kind",
-        )
-    )
+    kind: Mapped[CongestionPointKind] = mapped_column(str_enum(CongestionPointKind, "congestion_point_kind", 20))
 
 
 class Sensitivity(Base):

@@ -4,10 +4,10 @@ from datetime import time
 from decimal import Decimal
 from enum import StrEnum
 
-from sqlalchemy import CheckConstraint, Enum, String, Time
+from sqlalchemy import CheckConstraint, String, Time
 from sqlalchemy.orm import Mapped, mapped_column
 
-from market.core.db import Base, CreatedAtMixin, ExactDecimal, IdMixin
+from market.core.db import Base, CreatedAtMixin, ExactDecimal, IdMixin, str_enum
 
 
 class PricingRule(StrEnum):
@@ -47,26 +47,8 @@ class Market(IdMixin, CreatedAtMixin, Base):
     timezone: Mapped[str] = mapped_column(String(64))
     isp_minutes: Mapped[int] = mapped_column(default=15)
     currency: Mapped[str] = mapped_column(String(3))
-    pricing_rule: Mapped[PricingRule] = mapped_column(
-        Enum(
-            PricingRule,
-            native_enum=False,
-            length=20,
-            values_callable=lambda e: [m.value for m in e],
-            create_constraint=True,
-            name="pricing_rule",
-        )
-    )
-    gate_closure_kind: Mapped[GateClosureKind] = mapped_column(
-        Enum(
-            GateClosureKind,
-            native_enum=False,
-            length=20,
-            values_callable=lambda e: [m.value for m in e],
-            create_constraint=True,
-            name="gate_closure_kind",
-        )
-    )
+    pricing_rule: Mapped[PricingRule] = mapped_column(str_enum(PricingRule, "pricing_rule", 20))
+    gate_closure_kind: Mapped[GateClosureKind] = mapped_column(str_enum(GateClosureKind, "gate_closure_kind", 20))
     day_ahead_gate_time: Mapped[time | None] = mapped_column(Time())
     intraday_lead_minutes: Mapped[int | None]
     min_price_per_mwh: Mapped[Decimal] = mapped_column(ExactDecimal(20, 6))

@@ -5,7 +5,7 @@ from datetime import datetime
 from typing import Annotated
 
 from litestar import Controller, Response, get, post, put
-from litestar.di import NamedDependency
+from litestar.di import NamedDependency, Provide
 from litestar.pagination import OffsetPagination
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from sqlalchemy.orm import Session
@@ -29,27 +29,32 @@ from market.orders.schemas import (
 StateFilter = Annotated[OrderState | None, QueryParameter(name="state", description="active, revoked or expired")]
 
 
-def _filters(
-    market_id: uuid.UUID | None,
-    congestion_point_id: uuid.UUID | None,
-    direction: Direction | None,
-    state: OrderState | None,
-    delivery_from: datetime | None,
-    delivery_to: datetime | None,
+def provide_order_filters(
+    market_id: FromQuery[uuid.UUID | None] = None,
+    congestion_point_id: FromQuery[uuid.UUID | None] = None,
+    direction: FromQuery[Direction | None] = None,
+    order_state: StateFilter = None,
+    delivery_from: FromQuery[datetime | None] = None,
+    delivery_to: FromQuery[datetime | None] = None,
 ) -> dict[str, object]:
+    """The filters of an order listing, shared by requests and offers."""
     return {
         "market_id": market_id,
         "congestion_point_id": congestion_point_id,
         "direction": direction,
-        "state": state,
+        "state": order_state,
         "delivery_from": delivery_from,
         "delivery_to": delivery_to,
     }
 
 
+FILTERS = {"filters": Provide(provide_order_filters, sync_to_thread=False)}
+
+
 class FlexRequestController(Controller):
     path = "/flex-requests"
     tags = ("orders",)
+    dependencies = FILTERS
 
     @post(guards=[requires(Scope.TRADE)], sync_to_thread=True, status_code=201, summary="Post a FlexRequest (utility)")
     def create(
@@ -69,14 +74,8 @@ class FlexRequestController(Controller):
         db_session: NamedDependency[Session],
         principal: NamedDependency[Principal],
         page: NamedDependency[Page],
-        market_id: FromQuery[uuid.UUID | None] = None,
-        congestion_point_id: FromQuery[uuid.UUID | None] = None,
-        direction: FromQuery[Direction | None] = None,
-        order_state: StateFilter = None,
-        delivery_from: FromQuery[datetime | None] = None,
-        delivery_to: FromQuery[datetime | None] = None,
+        filters: NamedDependency[dict[str, object]],
     ) -> OffsetPagination[FlexRequestRead]:
-        filters = _filters(market_id, congestion_point_id, direction, order_state, delivery_from, delivery_to)
         rows, total = service.list_requests(db_session, principal, page, utcnow(), **filters)
         return OffsetPagination(rows, page.limit, page.offset, total)
 
@@ -129,6 +128,7 @@ class FlexRequestController(Controller):
 class FlexOfferController(Controller):
     path = "/flex-offers"
     tags = ("orders",)
+    dependencies = FILTERS
 
     @post(
         guards=[requires(Scope.TRADE)],
@@ -173,14 +173,8 @@ class FlexOfferController(Controller):
         db_session: NamedDependency[Session],
         principal: NamedDependency[Principal],
         page: NamedDependency[Page],
-        market_id: FromQuery[uuid.UUID | None] = None,
-        congestion_point_id: FromQuery[uuid.UUID | None] = None,
-        direction: FromQuery[Direction | None] = None,
-        order_state: StateFilter = None,
-        delivery_from: FromQuery[datetime | None] = None,
-        delivery_to: FromQuery[datetime | None] = None,
+        filters: NamedDependency[dict[str, object]],
     ) -> OffsetPagination[FlexOfferRead]:
-        filters = _filters(market_id, congestion_point_id, direction, order_state, delivery_from, delivery_to)
         rows, total = service.list_offers(db_session, principal, page, utcnow(), **filters)
         return OffsetPagination(rows, page.limit, page.offset, total)
 

@@ -13,10 +13,10 @@ from decimal import Decimal
 from enum import StrEnum
 
 from advanced_alchemy.types import DateTimeUTC
-from sqlalchemy import JSON, CheckConstraint, Enum, ForeignKey, Index
+from sqlalchemy import JSON, CheckConstraint, ForeignKey, Index
 from sqlalchemy.orm import Mapped, mapped_column
 
-from market.core.db import Base, ExactDecimal, IdMixin, utcnow
+from market.core.db import Base, ExactDecimal, IdMixin, str_enum, utcnow
 
 
 class Direction(StrEnum):
@@ -33,16 +33,7 @@ class OrderState(StrEnum):
 
 
 def _direction_column() -> Mapped[Direction]:
-    return mapped_column(
-        Enum(
-            Direction,
-            native_enum=False,
-            length=8,
-            values_callable=lambda e: [m.value for m in e],
-            create_constraint=True,
-            name="direction",
-        )
-    )
+    return mapped_column(str_enum(Direction, "direction", 8))
 
 
 class OrderMixin(IdMixin):

@@ -220,6 +220,22 @@ def _require_open(order: FlexRequest | FlexOffer, market: Market, now: datetime,
         raise GateClosed(detail=f"gate closure has passed for this {what}", errors=gate)
 
 
+def _revise(session: Session, order: FlexRequest | FlexOffer, values: dict[str, Any]) -> None:
+    """Apply a validated revision: the new values, one revision more, and a new time priority."""
+    for name, value in values.items():
+        setattr(order, name, value)
+    order.revision += 1
+    session.flush()
+
+
+def _revoke(session: Session, order: FlexRequest | FlexOffer, market: Market, now: datetime, what: str) -> None:
+    """Revoke before gate closure; revoking a revoked order again changes nothing."""
+    if order.revoked_at is None:
+        _require_open(order, market, now, what)
+        order.revoked_at = now
+        session.flush()
+
+
 def revise_request(
     session: Session, principal: Principal, request_id: uuid.UUID, data: FlexRequestCreate, now: datetime
 ) -> FlexRequestRead:
@@ -228,20 +244,14 @@ def revise_request(
     cache = MarketCache(session)
     _require_open(request, cache.get(request.market_id), now, "request")
     market, values = _request_values(session, principal, data, now)
-    for name, value in values.items():
-        setattr(request, name, value)
-    request.revision += 1
-    session.flush()
+    _revise(session, request, values)
     return request_read(request, market, now)
 
 
 def revoke_request(session: Session, principal: Principal, request_id: uuid.UUID, now: datetime) -> FlexRequestRead:
     request = _own_request(session, principal, request_id)
     market = MarketCache(session).get(request.market_id)
-    if request.revoked_at is None:
-        _require_open(request, market, now, "request")
-        request.revoked_at = now
-        session.flush()
+    _revoke(session, request, market, now, "request")
     return request_read(request, market, now)
 
 
@@ -444,20 +454,14 @@ def revise_offer(
     market, values, errors, gate = _offer_values(data, Resources(session, principal, [data]), markets, now)
     _check(errors, gate, "offer")
     assert market is not None  # noqa: S101 - no errors means a market
-    for name, value in values.items():
-        setattr(offer, name, value)
-    offer.revision += 1
-    session.flush()
+    _revise(session, offer, values)
     return offer_read(offer, market, now)
 
 
 def revoke_offer(session: Session, principal: Principal, offer_id: uuid.UUID, now: datetime) -> FlexOfferRead:
     offer = _own_offer(session, principal, offer_id)
     market = MarketCache(session).get(offer.market_id)
-    if offer.revoked_at is None:
-        _require_open(offer, market, now, "offer")
-        offer.revoked_at = now
-        session.flush()
+    _revoke(session, offer, market, now, "offer")
     return offer_read(offer, market, now)
 
 

@@ -3,10 +3,10 @@ from __future__ import annotations
 import uuid
 from enum import StrEnum
 
-from sqlalchemy import JSON, Enum, ForeignKey, String, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from market.core.db import Base, CreatedAtMixin, IdMixin
+from market.core.db import Base, CreatedAtMixin, IdMixin, str_enum
 
 
 class Role(StrEnum):
@@ -35,16 +35,7 @@ class Participant(IdMixin, CreatedAtMixin, Base):
     __tablename__ = "participant"
 
     name: Mapped[str] = mapped_column(String(200))
-    role: Mapped[Role] = mapped_column(
-        Enum(
-            Role,
-            native_enum=False,
-            length=20,
-            values_callable=lambda e: [m.value for m in e],
-            create_constraint=True,
-            name="role",
-        )
-    )
+    role: Mapped[Role] = mapped_column(str_enum(Role, "role", 20))
     contact_email: Mapped[str | None] = mapped_column(String(320))
 
 
