@@ -341,7 +341,7 @@ def run_demo(settings: Settings, console: Console | None = None) -> dict[str, An
         / 1000
     )
     console.print(
-        f"Awards: {awards['total']} FlexOrder ISPs, {procured_kwh} kWh procured, "
+        f"Awards: {awards['total']} FlexOrder ISPs, {procured_kwh.quantize(Decimal('0.001'))} kWh procured, "
         f"EUR {payments.quantize(Decimal('0.01'))} to sellers; welfare EUR {run['welfare']}"
     )
     console.print(
