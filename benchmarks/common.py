@@ -142,9 +142,11 @@ def build_world(
     days_ahead: int = 3,
 ) -> World:
     """Create the market (gate D-1 12:00, prices 0..5000, at most 10000 kW), 1 root + ``feeders``
-    congestion points, and ``sellers`` sellers sharing ``sites`` sites round-robin over the feeders."""
+    congestion points, and ``sellers`` sellers taking turns at ``sites`` sites, each seller's spread over the
+    feeders."""
     pepper = secrets.token_urlsafe(32)
-    factory: sessionmaker[Session] = make_session_factory(make_engine(database_url, pool_size=1))
+    engine = make_engine(database_url, pool_size=1)
+    factory: sessionmaker[Session] = make_session_factory(engine)
     with unit_of_work(factory) as session:
         operator, _ = _participant(session, Role.OPERATOR, "Benchmark operator", pepper, list(Scope))
         utility, _ = _participant(session, Role.UTILITY, "Benchmark utility", pepper, [Scope.TRADE])
@@ -182,7 +184,7 @@ def build_world(
                 session,
                 principal,
                 SiteCreate(
-                    congestion_point_id=feeder_ids[i % feeders],
+                    congestion_point_id=feeder_ids[(i // sellers) % feeders],
                     meter_code=f"EAN-{i:06d}",
                     name=f"site {i}",
                     assets=[assets[i % len(assets)]],
@@ -190,6 +192,7 @@ def build_world(
             )
             owned[i % sellers].append(site.id)
         clock = clock_of(market)
+    engine.dispose()
     seller_list = tuple(
         Seller(p.participant_id, seller_role, token, p, tuple(site_ids))
         for (p, token), site_ids in zip(owners, owned, strict=True)

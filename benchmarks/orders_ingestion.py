@@ -5,14 +5,18 @@ a. service: ``create_offers(session, principal, offers, now)`` in a transaction,
 b. http: ``POST /api/v1/flex-offers/batch`` to ``flexmarket serve`` in a subprocess, with httpx
    (client JSON encoding + transport + decoding + validation + COPY + commit + response);
 c. copy: a raw psycopg ``COPY flex_offer (...) FROM STDIN`` of the very rows ``create_offers``
-   hands to ``bulk_insert_offers`` (pre-built in memory, fresh ids), committed.
+   hands to ``bulk_insert_offers`` (captured from a rolled-back dry run, pre-built in memory as
+   Python values, fresh ids), written with ``Copy.write_row`` and committed.
 
 Two diagnostics (``--no-diagnostics`` skips them) split the cost of c:
 
-d. copy_no_fk: the same COPY into ``LIKE flex_offer INCLUDING ALL`` (same indexes and checks, no
-   foreign keys), so c - d is PostgreSQL's per-row foreign-key checking;
-e. copy_json_text: the same COPY into flex_offer with the JSON columns already serialised to text,
-   so c - e is the client-side ``Json`` adaptation.
+d. copy_text: the same rows pre-rendered in memory in COPY's text format (other fresh ids), only
+   streamed and committed: PostgreSQL's own floor, so c - d is psycopg's per-row adaptation;
+e. copy_text_no_fk: the text of d into ``LIKE flex_offer INCLUDING ALL`` (the same indexes and
+   checks, no foreign keys), so d - e is PostgreSQL's per-row foreign-key checking.
+
+After the warm-up, every group of identical offer contents must occur once per path that wrote
+to flex_offer, so all paths are shown to store the same values.
 
 The paths take turns within each repetition (the order rotates), so a growing table or a
 checkpoint does not favour one of them. Run from the repository root::
@@ -33,6 +37,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -72,17 +77,21 @@ from market.orders.schemas import MAX_BATCH, FlexOfferBatch, FlexOfferCreate
 MODULE = "benchmarks.orders_ingestion"
 TARGET_OFFERS_PER_S = 20_000
 PATHS = ("service", "http", "copy")
-DIAGNOSTICS = ("copy_no_fk", "copy_json_text")
+DIAGNOSTICS = ("copy_text", "copy_text_no_fk")
 LABELS = {
     "service": "a. service",
     "http": "b. HTTP end to end",
-    "copy": "c. raw COPY",
-    "copy_no_fk": "d. COPY, no FKs (diagnostic)",
-    "copy_json_text": "e. COPY, JSON as text (diagnostic)",
+    "copy": "c. raw COPY (write_row)",
+    "copy_text": "d. COPY of pre-rendered text (diagnostic)",
+    "copy_text_no_fk": "e. d without foreign keys (diagnostic)",
 }
 OFFERS_TABLE = "flex_offer"
 NO_FK_TABLE = "bench_flex_offer_no_fk"
-TABLE_OF = {name: NO_FK_TABLE if name == "copy_no_fk" else OFFERS_TABLE for name in LABELS}
+TABLE_OF = {name: NO_FK_TABLE if name == "copy_text_no_fk" else OFFERS_TABLE for name in LABELS}
+TEXT_CHUNK_ROWS = 2_000
+"""Rows per ``Copy.write`` of the pre-rendered text."""
+CONTENT_EXCLUDED = frozenset({"id", "created_at", "submitted_at"})
+"""Columns that differ between paths by design; every other column must match."""
 JSON_COLUMNS = frozenset({"quantities_kw", "tranches", "rebound_kw"})
 ID_INDEX = service.OFFER_COLUMNS.index("id")
 
@@ -120,8 +129,8 @@ class Batch:
     structs: list[FlexOfferCreate]
     copy_rows: list[list[Any]]
     """What ``bulk_insert_offers`` passes to ``write_row``, with fresh ids."""
-    copy_rows_json_text: list[list[Any]]
-    """The same with the JSON columns serialised to text (and other fresh ids)."""
+    copy_text: list[str]
+    """The same rows in COPY's text format with other fresh ids, in chunks of ``TEXT_CHUNK_ROWS``."""
     body_bytes: int
 
 
@@ -169,11 +178,24 @@ def prepare(factory: sessionmaker[Session], seller: Seller, generator: OfferGene
         [_copy_value(c, uuid.uuid4() if c == "id" else row[c]) for c in service.OFFER_COLUMNS]
         for row in _rows_of(factory, seller, structs)
     ]
-    as_text = [
-        [uuid.uuid4() if i == ID_INDEX else json.dumps(v.obj) if isinstance(v, Json) else v for i, v in enumerate(row)]
-        for row in copy_rows
+    lines = [
+        "\t".join(_copy_text(uuid.uuid4() if i == ID_INDEX else v) for i, v in enumerate(row)) for row in copy_rows
     ]
-    return Batch(wire, structs, copy_rows, as_text, len(encoded))
+    chunks = ["\n".join(lines[i : i + TEXT_CHUNK_ROWS]) + "\n" for i in range(0, len(lines), TEXT_CHUNK_ROWS)]
+    return Batch(wire, structs, copy_rows, chunks, len(encoded))
+
+
+def _copy_text(value: Any) -> str:
+    """A ``write_row`` value in COPY's text format (``\\N`` is NULL; only JSON can hold backslashes)."""
+    if value is None:
+        return "\\N"
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    if isinstance(value, Json):
+        return json.dumps(value.obj).replace("\\", "\\\\")
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
 
 
 # -- the timed paths ----------------------------------------------------------------------
@@ -215,13 +237,40 @@ def run_http(client: httpx.Client, seller: Seller, batch: Batch) -> float:
     return elapsed
 
 
-def run_copy(conn: psycopg.Connection[Any], rows: list[list[Any]], table: str = OFFERS_TABLE) -> float:
+def run_copy(conn: psycopg.Connection[Any], rows: list[list[Any]]) -> float:
     start = time.perf_counter()
-    with conn.cursor() as cursor, cursor.copy(copy_sql(table)) as copy:
+    with conn.cursor() as cursor, cursor.copy(copy_sql(OFFERS_TABLE)) as copy:
         for row in rows:
             copy.write_row(row)
     conn.commit()
     return time.perf_counter() - start
+
+
+def run_copy_text(conn: psycopg.Connection[Any], chunks: list[str], table: str) -> float:
+    start = time.perf_counter()
+    with conn.cursor() as cursor, cursor.copy(copy_sql(table)) as copy:
+        for chunk in chunks:
+            copy.write(chunk)
+    conn.commit()
+    return time.perf_counter() - start
+
+
+def check_same_content(conn: psycopg.Connection[Any], writers: int) -> int:
+    """Raise unless every distinct offer content in flex_offer occurs a multiple of ``writers``
+    times (each path stored the same batch); return the number of distinct contents."""
+    columns = [
+        sql.SQL("{}::jsonb").format(sql.Identifier(c)) if c in JSON_COLUMNS else sql.Identifier(c)
+        for c in service.OFFER_COLUMNS
+        if c not in CONTENT_EXCLUDED
+    ]
+    query = sql.SQL(
+        "SELECT count(*), count(*) FILTER (WHERE n % {writers} <> 0) "
+        "FROM (SELECT count(*) AS n FROM {table} GROUP BY {columns}) AS g"
+    ).format(writers=sql.Literal(writers), table=sql.Identifier(OFFERS_TABLE), columns=sql.SQL(", ").join(columns))
+    row = conn.execute(query).fetchone()
+    if row is None or row[1]:
+        raise RuntimeError(f"the paths stored different offer contents: {row}")
+    return int(row[0])
 
 
 # -- the run ------------------------------------------------------------------------------------
@@ -278,7 +327,8 @@ class RowCheck:
 
 def measure(args: argparse.Namespace, world: World, server: ApiServer) -> dict[str, Any]:
     seller = world.sellers[0]
-    factory = make_session_factory(make_engine(world.database_url, pool_size=2))
+    engine = make_engine(world.database_url, pool_size=2)
+    factory = make_session_factory(engine)
     generator = OfferGenerator(world.clock, world.delivery_day, args.seed)
     timings = Timings()
     check = RowCheck(world.database_url)
@@ -304,14 +354,15 @@ def measure(args: argparse.Namespace, world: World, server: ApiServer) -> dict[s
             "service": service_path,
             "http": lambda b: run_http(client, seller, b),
             "copy": lambda b: run_copy(conn, b.copy_rows),
-            "copy_no_fk": lambda b: run_copy(conn, b.copy_rows, NO_FK_TABLE),
-            "copy_json_text": lambda b: run_copy(conn, b.copy_rows_json_text),
+            "copy_text": lambda b: run_copy_text(conn, b.copy_text, OFFERS_TABLE),
+            "copy_text_no_fk": lambda b: run_copy_text(conn, b.copy_text, NO_FK_TABLE),
         }
         active = [*PATHS, *DIAGNOSTICS] if args.diagnostics else list(PATHS)
         warm = prepare(factory, seller, generator, args.warmup)
         for name in active:
             paths[name](warm)
             check.after(name, args.warmup)
+        distinct = check_same_content(conn, sum(TABLE_OF[name] == OFFERS_TABLE for name in active))
         timings.service_phases.clear()
         for rep in range(args.repetitions):
             batch = prepare(factory, seller, generator, args.batch)
@@ -329,9 +380,11 @@ def measure(args: argparse.Namespace, world: World, server: ApiServer) -> dict[s
         if args.profile:
             profile = profile_service(factory, seller, prepare(factory, seller, generator, args.batch))
             check.after("service", args.batch)
+    engine.dispose()
     return {
         "timings": timings,
         "expected_rows": check.expected,
+        "warmup_distinct_contents": distinct,
         "final_rows": {table: count_offers(world.database_url, table) for table in check.expected},
         "mix": mixes[0] if mixes else {},
         "body_bytes_median": statistics.median(bodies) if bodies else 0,
@@ -414,7 +467,8 @@ def markdown(env: dict[str, Any], args: argparse.Namespace, result: dict[str, An
         f"Service-level split (medians): validation and the rest {phases['validate_and_rest']:.3f} s, "
         f"COPY {phases['copy']:.3f} s, commit {phases['commit']:.3f} s.",
         f"Rows at the end: {result['final_rows']} (expected {result['expected_rows']}: the warm-ups, every timed "
-        "batch of every path and the profiled batch; checked after every batch).",
+        "batch of every path and the profiled batch; checked after every batch). After the warm-up each of its "
+        f"{result['warmup_distinct_contents']} distinct offer contents occurred once per path writing to flex_offer.",
         f"Server log problems: {result['server_log_problems']['count']}.",
         "",
         *contamination_note(

@@ -207,6 +207,10 @@ def _summary(spec: LoadSpec, logs: list[ClientLog], cpu: dict[str, float]) -> di
         "created_total": sum(log.created_total for log in logs),
         "cpu_s": cpu,
         "cores_busy": {who: round(seconds / spec.duration_s, 2) for who, seconds in cpu.items()},
+        "cpu_ms_per_request": {
+            who: round(1000 * cpu[who] / len(latencies), 2) if latencies else None
+            for who in ("client", "server", "postgres")
+        },
         "error_samples": samples,
     }
 
@@ -274,15 +278,17 @@ def markdown(env: dict[str, Any], args: argparse.Namespace, result: dict[str, An
         "- 'rows = 201s': the rows the run added to flex_offer equal its 201 responses (warm-up included)",
         "",
         "| workers | clients | req/s | p50 ms | p90 ms | p99 ms | max ms | errors | statuses | cores busy: "
-        "load gen / server / postgres / other | new PG backends | rows = 201s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "load gen / server / postgres / other | CPU ms per request: server / postgres | new PG backends | "
+        "rows = 201s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for run in result["runs"]:
-        lat, busy = run["latency_ms"], run["cores_busy"]
+        lat, busy, per = run["latency_ms"], run["cores_busy"], run["cpu_ms_per_request"]
         lines.append(
             f"| {run['workers']} | {run['concurrency']} | {run['throughput_rps']:.1f} | {lat['p50']} | {lat['p90']} | "
             f"{lat['p99']} | {lat['max']} | {run['errors']} | {run['statuses']} | "
             f"{busy['client']} / {busy['server']} / {busy['postgres']} / {busy['other']} | "
+            f"{per['server']} / {per['postgres']} | "
             f"{run['postgres_processes_started_in_window']} | {run['rows_match_201s']} |"
         )
     samples = {f"w{r['workers']} c{r['concurrency']}": r["error_samples"] for r in result["runs"] if r["error_samples"]}
