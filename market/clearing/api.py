@@ -49,10 +49,9 @@ class ClearingController(Controller):
     ) -> Response[ClearingRunRead]:
         principal.require_operator()
         market = get_market(db_session, market_id)
-        gate = service.day_gate(clock_of(market), data.day)
         now = utcnow()
-        if now < gate:  # validate before enqueueing, so the operator sees the error at once
-            service.clear_day(db_session, market_id, data.day, now, triggered_by="operator")
+        # Validate before enqueueing, so the operator sees the error at once.
+        service.require_gate_closed(clock_of(market), data.day, now)
         if request.app.state.tasks_in_process:
             return idempotency.run(
                 db_session,

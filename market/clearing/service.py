@@ -158,6 +158,14 @@ def build_book(session: Session, market: Market, day: date, at: datetime) -> Ord
     )
 
 
+def require_gate_closed(clock: MarketClock, day: date, now: datetime) -> datetime:
+    """The day's gate closure; refuse if it is still ahead (orders for the day may still change)."""
+    gate = day_gate(clock, day)
+    if now < gate:
+        raise Conflict.on("day", f"the gate for {day} closes at {_iso(gate)}; it cannot be cleared before")
+    return gate
+
+
 def find_run(session: Session, market_id: uuid.UUID, day: date) -> ClearingRun | None:
     return session.scalar(
         select(ClearingRun).where(ClearingRun.market_id == market_id, ClearingRun.delivery_day == day)
@@ -170,9 +178,7 @@ def clear_day(
     """Clear ``day`` of the market once; return the (possibly earlier) run."""
     market = get_market(session, market_id)
     clock = clock_of(market)
-    gate = day_gate(clock, day)
-    if now < gate:
-        raise Conflict.on("day", f"the gate for {day} closes at {_iso(gate)}; it cannot be cleared before")
+    gate = require_gate_closed(clock, day, now)
     existing = find_run(session, market_id, day)
     if existing is not None:
         return existing
