@@ -24,7 +24,7 @@ import hashlib
 import json
 from collections.abc import Iterable
 from decimal import ROUND_HALF_EVEN, Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -219,13 +219,10 @@ def _component_book(
 ) -> FlatBook:
     first, last = isps[0], isps[-1]
     members = set(isps)
-
-    def inside(order: Offer | Request) -> bool:
-        return all(order.first_isp + j in members for j, q in enumerate(order.quantities_kw) if q > 0)
-
+    contiguous = last - first + 1 == len(isps)
     # Only this component's ISPs of an order that links nothing (linking offers lie inside by construction).
-    chosen = [o if inside(o) or links_isps(o) else _restrict(o, members) for o in offers]
-    chosen_requests = [r if inside(r) else _restrict_request(r, members) for r in requests]
+    chosen = [o if links_isps(o) else _clip(o, first, last, None if contiguous else members) for o in offers]
+    chosen_requests = [_clip(r, first, last, None if contiguous else members) for r in requests]
     span = list(range(first, last + 1))
     return FlatBook(
         isps=span,
@@ -242,14 +239,19 @@ def _component_book(
     )
 
 
-def _restrict(offer: Offer, members: set[int]) -> Offer:
-    q = tuple(v if offer.first_isp + j in members else 0.0 for j, v in enumerate(offer.quantities_kw))
-    return dataclasses.replace(offer, quantities_kw=q)
+OrderT = TypeVar("OrderT", Offer, Request)
 
 
-def _restrict_request(request: Request, members: set[int]) -> Request:
-    q = tuple(v if request.first_isp + j in members else 0.0 for j, v in enumerate(request.quantities_kw))
-    return dataclasses.replace(request, quantities_kw=q)
+def _clip(order: OrderT, first: int, last: int, members: set[int] | None) -> OrderT:
+    """The part of an order's profile inside ISPs ``first..last`` (and in ``members``, if given)."""
+    lo = max(order.first_isp, first)
+    hi = min(order.first_isp + len(order.quantities_kw), last + 1)
+    part = order.quantities_kw[lo - order.first_isp : hi - order.first_isp]
+    if members is not None:
+        part = tuple(v if lo + j in members else 0.0 for j, v in enumerate(part))
+    elif lo == order.first_isp and len(part) == len(order.quantities_kw):
+        return order
+    return dataclasses.replace(order, first_isp=lo, quantities_kw=part)
 
 
 def _solve_component(model: LinearModel, solver: str) -> tuple[Solution, np.ndarray, np.ndarray]:
