@@ -369,7 +369,7 @@ def _run_dict(run: Run | None) -> dict[str, Any] | None:
         "wall_s": run.wall_s,
         "peak_rss_gb": run.peak_rss_gb,
         "data": run.data,
-        "steps_done": run.steps_done,
+        "steps_done": [] if run.ok else run.steps_done,  # progress lines matter only for an unfinished run
         "log_tail": "" if run.ok else run.log_tail,
     }
 
