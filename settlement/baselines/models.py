@@ -1,0 +1,3 @@
+"""Tables of settlement.baselines."""
+
+from __future__ import annotations

@@ -1,0 +1,33 @@
+"""What the settlement context contributes to the service (found through the entry point)."""
+
+from __future__ import annotations
+
+from market.core.contexts import Context
+from settlement.baselines.api import ROUTES as BASELINE_ROUTES
+from settlement.delivery.api import ROUTES as DELIVERY_ROUTES
+from settlement.ledger.api import ROUTES as LEDGER_ROUTES
+from settlement.metering.api import ROUTES as METERING_ROUTES
+from settlement.runs.api import ROUTES as RUN_ROUTES
+from settlement.statements.api import ROUTES as STATEMENT_ROUTES
+
+CONTEXT = Context(
+    name="settlement",
+    route_handlers=[
+        *METERING_ROUTES,
+        *BASELINE_ROUTES,
+        *DELIVERY_ROUTES,
+        *RUN_ROUTES,
+        *LEDGER_ROUTES,
+        *STATEMENT_ROUTES,
+    ],
+    model_modules=[
+        "settlement.metering.models",
+        "settlement.baselines.models",
+        "settlement.delivery.models",
+        "settlement.runs.models",
+        "settlement.ledger.models",
+        "settlement.statements.models",
+    ],
+    task_modules=["settlement.metering.tasks", "settlement.runs.tasks", "settlement.statements.tasks"],
+    beat_schedule={},
+)

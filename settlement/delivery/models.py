@@ -1,0 +1,3 @@
+"""Tables of settlement.delivery."""
+
+from __future__ import annotations

@@ -1,0 +1,1 @@
+"""The double-entry, append-only ledger: accounts and balanced transfers with unique posting keys."""

@@ -1,0 +1,3 @@
+"""Tables of settlement.ledger."""
+
+from __future__ import annotations

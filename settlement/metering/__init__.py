@@ -1,0 +1,1 @@
+"""Meter data: bulk files (CSV, Parquet, JSON) validated with Polars, stored with versioned corrections."""

@@ -1,0 +1,3 @@
+"""Tables of settlement.metering."""
+
+from __future__ import annotations

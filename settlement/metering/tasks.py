@@ -1,0 +1,3 @@
+"""Celery tasks of settlement.metering."""
+
+from __future__ import annotations

@@ -1,0 +1,1 @@
+"""Settlement runs (initial, reconciliation, final): pure amounts, pass-through, and posting the differences."""

@@ -1,0 +1,3 @@
+"""Tables of settlement.runs."""
+
+from __future__ import annotations

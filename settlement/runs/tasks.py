@@ -1,0 +1,3 @@
+"""Celery tasks of settlement.runs."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""Tables of settlement.statements."""
+
+from __future__ import annotations

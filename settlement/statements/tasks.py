@@ -1,0 +1,3 @@
+"""Celery tasks of settlement.statements."""
+
+from __future__ import annotations
