@@ -21,7 +21,8 @@ from market.core.db import Base, ExactDecimal, IdMixin, str_enum, utcnow
 
 
 class RunKind(StrEnum):
-    """MARKET.md, Settlement runs: ``initial`` at D+1, ``reconciliation`` after corrections, ``final`` closes the day."""
+    """MARKET.md, Settlement runs: ``initial`` at D+1, ``reconciliation`` after corrections, ``final``
+    closes the day."""
 
     INITIAL = "initial"
     RECONCILIATION = "reconciliation"
@@ -89,7 +90,7 @@ class SettlementRun(IdMixin, Base):
     total_availability: Mapped[Decimal] = mapped_column(ExactDecimal(20, 6), default=Decimal(0))
     total_fee: Mapped[Decimal] = mapped_column(ExactDecimal(20, 6), default=Decimal(0))
     inputs_hash: Mapped[str] = mapped_column(String(64))
-    """Hash of awards, readings (their versions), baselines config and terms: an unchanged hash means nothing to post."""
+    """Hash of the clearing result, the delivery computation and the terms: unchanged means nothing to post."""
     triggered_by: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True))

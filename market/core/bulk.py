@@ -1,0 +1,190 @@
+"""Bulk reads and writes between the database and Polars frames, on both backends.
+
+PostgreSQL moves rows with ``COPY`` (text format, streamed), which is an order of magnitude faster
+than row-wise INSERT/SELECT at the million-row sizes settlement works with. SQLite, the embedded
+store, uses ``executemany`` and plain SELECTs. Both run on the session's own connection, so they are
+part of the caller's transaction: a failure rolls back everything the unit of work wrote.
+
+Exact decimals travel as text on PostgreSQL (``NUMERIC`` ↔ ``pl.Decimal``), and as the integer count
+of millionths ExactDecimal stores on SQLite; frames returned here always carry decimals as
+``pl.Int64`` micro-units (value × 10⁶), which keeps arithmetic on them exact and fast.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import polars as pl
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+MICRO = 1_000_000
+"""Decimals in frames are integer millionths: ExactDecimal's 6 places."""
+
+_CHUNK_ROWS = 200_000
+
+
+def is_postgres(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def micro(value: Decimal) -> int:
+    """A decimal with at most 6 places as integer millionths (exact)."""
+    return int(value.scaleb(6))
+
+
+def from_micro(value: int) -> Decimal:
+    """Integer millionths as a decimal in its shortest form (``1500000`` → ``Decimal('1.5')``)."""
+    scaled = Decimal(value).scaleb(-6)
+    return scaled.quantize(Decimal(1)) if scaled == scaled.to_integral_value() else scaled.normalize()
+
+
+def _micro_text(column: str) -> pl.Expr:
+    """Int64 millionths → exact decimal text (``-1500000`` → ``-1.500000``), vectorised."""
+    value = pl.col(column)
+    magnitude = value.abs()
+    return (
+        pl.when(value < 0).then(pl.lit("-")).otherwise(pl.lit(""))
+        + (magnitude // MICRO).cast(pl.String)
+        + pl.lit(".")
+        + (magnitude % MICRO).cast(pl.String).str.zfill(6)
+    ).alias(column)
+
+
+def _text_micro(column: str) -> pl.Expr:
+    """Exact decimal text → Int64 millionths, vectorised (no float on the way)."""
+    raw = pl.col(column).str.strip_chars()
+    negative = raw.str.starts_with("-")
+    body = raw.str.strip_prefix("-").str.strip_prefix("+")
+    whole = body.str.split_exact(".", 1).struct.field("field_0")
+    frac = body.str.split_exact(".", 1).struct.field("field_1").fill_null("")
+    frac6 = (frac + pl.lit("000000")).str.slice(0, 6)
+    magnitude = whole.cast(pl.Int64) * MICRO + frac6.cast(pl.Int64)
+    return pl.when(raw.is_null()).then(None).when(negative).then(-magnitude).otherwise(magnitude).alias(column)
+
+
+def copy_in(session: Session, table: str, frame: pl.DataFrame, *, micro_columns: Sequence[str] = ()) -> int:
+    """Append ``frame``'s rows to ``table`` (columns by name). ``micro_columns`` hold Int64 millionths
+    destined for ExactDecimal columns. Datetimes must be UTC-aware. Returns the row count."""
+    if frame.is_empty():
+        return 0
+    columns = frame.columns
+    if is_postgres(session):
+        out = frame.with_columns(
+            *[_micro_text(c) for c in micro_columns],
+            *[pl.col(c).dt.strftime("%Y-%m-%d %H:%M:%S%.f+00") for c, t in frame.schema.items() if t == pl.Datetime],
+        )
+        raw = session.connection().connection.driver_connection
+        column_list = ", ".join(f'"{c}"' for c in columns)
+        copy_sql = f'COPY "{table}" ({column_list}) FROM STDIN'
+        with raw.cursor() as cursor, cursor.copy(copy_sql) as copy:  # type: ignore[union-attr]
+            for offset in range(0, out.height, _CHUNK_ROWS):
+                buffer = io.BytesIO()
+                out.slice(offset, _CHUNK_ROWS).write_csv(
+                    buffer, include_header=False, separator="\t", null_value="\\N", quote_style="never"
+                )
+                copy.write(buffer.getvalue())
+        return frame.height
+    # SQLite: ExactDecimal stores millionths already; UUIDs as 32-hex (SQLAlchemy's Uuid on SQLite).
+    out = frame.with_columns(
+        *[pl.col(c).str.replace_all("-", "") for c, t in frame.schema.items() if t == pl.String and c.endswith("_id")],
+        *[pl.col(c).dt.strftime("%Y-%m-%d %H:%M:%S.%6f") for c, t in frame.schema.items() if t == pl.Datetime],
+    )
+    placeholders = ", ".join(f":{c}" for c in columns)
+    # Table and column names come from our own models, never from a client.
+    statement = text(f'INSERT INTO "{table}" ({", ".join(columns)}) VALUES ({placeholders})')  # noqa: S608
+    for offset in range(0, out.height, _CHUNK_ROWS):
+        session.execute(statement, out.slice(offset, _CHUNK_ROWS).to_dicts())
+    return frame.height
+
+
+def read_frame(
+    session: Session,
+    sql: str,
+    params: Mapping[str, Any],
+    schema: Mapping[str, Any],
+    *,
+    micro_columns: Sequence[str] = (),
+) -> pl.DataFrame:
+    """Run ``sql`` and return its rows as a frame of ``schema`` (column → Polars type). UUID columns
+    come back as lowercase hyphenated strings (``pl.String``), datetimes as UTC, ExactDecimal
+    columns named in ``micro_columns`` as Int64 millionths. On PostgreSQL the rows stream through
+    ``COPY (query) TO STDOUT``; parameters are bound by the server-side query first."""
+    names = list(schema)
+    if is_postgres(session):
+        clause = text(sql)
+        bound = str(
+            clause.bindparams(**{k: v for k, v in params.items() if k in clause._bindparams}).compile(
+                dialect=session.get_bind().dialect, compile_kwargs={"literal_binds": True}
+            )
+        )
+        raw = session.connection().connection.driver_connection
+        buffer = io.BytesIO()
+        with raw.cursor() as cursor, cursor.copy(f"COPY ({bound}) TO STDOUT") as copy:  # type: ignore[union-attr]
+            for block in copy:
+                buffer.write(block)
+        if buffer.tell() == 0:
+            return pl.DataFrame(schema={n: (pl.Int64 if n in micro_columns else t) for n, t in schema.items()})
+        buffer.seek(0)
+        frame = pl.read_csv(
+            buffer,
+            has_header=False,
+            separator="\t",
+            new_columns=names,
+            schema_overrides=dict.fromkeys(names, pl.String),
+            null_values="\\N",
+            quote_char=None,
+        )
+        return frame.with_columns(
+            *[_text_micro(c) for c in micro_columns],
+            *[
+                pl.col(c).str.to_datetime("%Y-%m-%d %H:%M:%S%.f%#z", time_zone="UTC", time_unit="us")
+                for c, t in schema.items()
+                if t == pl.Datetime or isinstance(t, pl.Datetime)
+            ],
+            *[pl.col(c).str.to_date("%Y-%m-%d") for c, t in schema.items() if t == pl.Date],
+            *[pl.col(c) == "t" for c, t in schema.items() if t == pl.Boolean],
+            *[
+                pl.col(c).cast(t)
+                for c, t in schema.items()
+                if c not in micro_columns
+                and t not in (pl.String, pl.Datetime, pl.Date, pl.Boolean)
+                and not isinstance(t, pl.Datetime)
+            ],
+        )
+    rows = session.execute(text(sql), dict(params)).all()
+    data: dict[str, list[Any]] = {n: [] for n in names}
+    for row in rows:
+        for name, value in zip(names, row, strict=True):
+            data[name].append(value)
+    columns: list[pl.Series] = []
+    for name, kind in schema.items():
+        values = data[name]
+        if name in micro_columns:
+            columns.append(pl.Series(name, [None if v is None else int(v) for v in values], dtype=pl.Int64))
+        elif kind == pl.Datetime or isinstance(kind, pl.Datetime):
+            columns.append(pl.Series(name, [_sqlite_instant(v) for v in values], dtype=pl.Datetime("us", "UTC")))
+        elif kind == pl.String and name.endswith("_id"):
+            columns.append(
+                pl.Series(name, [None if v is None else _hyphenate(str(v)) for v in values], dtype=pl.String)
+            )
+        else:
+            columns.append(pl.Series(name, values, dtype=kind))
+    return pl.DataFrame(columns)
+
+
+def _sqlite_instant(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    instant = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return instant.replace(tzinfo=UTC) if instant.tzinfo is None else instant.astimezone(UTC)
+
+
+def _hyphenate(value: str) -> str:
+    if len(value) == 32:  # noqa: PLR2004 - SQLite stores a UUID as 32 hex digits
+        return f"{value[:8]}-{value[8:12]}-{value[12:16]}-{value[16:20]}-{value[20:]}"
+    return value

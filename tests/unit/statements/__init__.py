@@ -1,0 +1,1 @@
+"""Unit tests of the statement document and its renderers (settlement/statements)."""
