@@ -28,6 +28,14 @@ CONTEXT = Context(
         "settlement.ledger.models",
         "settlement.statements.models",
     ],
-    task_modules=["settlement.metering.tasks", "settlement.runs.tasks", "settlement.statements.tasks"],
-    beat_schedule={},
+    task_modules=[
+        "settlement.metering.tasks",
+        "settlement.delivery.tasks",
+        "settlement.runs.tasks",
+        "settlement.statements.tasks",
+    ],
+    beat_schedule={
+        # Beat only wakes these; what is due is read from the database.
+        "schedule-settlements": {"task": "settlement.runs.schedule_settlements", "schedule": 60.0},
+    },
 )

@@ -37,10 +37,14 @@ import polars as pl
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from market.auth.principal import Principal
 from market.clearing.models import ClearingRun
 from market.core.bulk import copy_in, read_frame
+from market.core.errors import NotFound
+from market.grid.models import CongestionPoint
 from market.markets.models import Market
 from market.markets.service import clock_of
+from market.orders.models import FlexOffer
 from market.participants.models import Site
 from settlement.baselines.methods import REGISTRY, BaselineMethod, BaselineParams, compute_baselines
 from settlement.baselines.models import BaselineAssignment
@@ -499,4 +503,74 @@ def latest_computation(session: Session, market_id: uuid.UUID, day: date) -> Del
         .where(DeliveryComputation.market_id == market_id, DeliveryComputation.delivery_day == day)
         .order_by(DeliveryComputation.version.desc())
         .limit(1)
+    )
+
+
+def verify_day(session: Session, market_id: uuid.UUID, day: date, now: datetime) -> DeliveryComputation:
+    """Compute (or confirm) the day's delivery: the day must have been cleared and have ended."""
+    from market.clearing.models import RunStatus  # noqa: PLC0415 - keeps the import list short
+    from market.core.errors import Conflict  # noqa: PLC0415
+    from market.markets.service import get_market  # noqa: PLC0415
+
+    market = get_market(session, market_id)
+    if now < clock_of(market).day_bounds(day)[1]:
+        raise Conflict.on("day", f"delivery day {day} has not ended yet")
+    clearing = session.scalar(
+        select(ClearingRun).where(ClearingRun.market_id == market_id, ClearingRun.delivery_day == day)
+    )
+    if clearing is None or clearing.status is not RunStatus.DONE:
+        raise Conflict.on("day", f"delivery day {day} has not been cleared")
+    return compute_delivery(session, market, day, clearing, now)
+
+
+def lines_of_offer(session: Session, principal: Principal, offer_id: uuid.UUID) -> list[DeliveryLine]:
+    """The latest verified delivery of an offer: its seller, the utility of its congestion point, the operator."""
+    offer = session.get(FlexOffer, offer_id)
+    if offer is None:
+        raise NotFound.of("offer", offer_id)
+    point = session.get(CongestionPoint, offer.congestion_point_id)
+    allowed = principal.may_act_for(offer.seller_id) or (
+        point is not None and point.utility_id == principal.participant_id
+    )
+    if not allowed:
+        raise NotFound.of("offer", offer_id)
+    latest = (
+        select(DeliveryLine.computation_id)
+        .join(DeliveryComputation, DeliveryComputation.id == DeliveryLine.computation_id)
+        .where(DeliveryLine.offer_id == offer_id)
+        .order_by(DeliveryComputation.version.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    return list(
+        session.scalars(
+            select(DeliveryLine)
+            .where(DeliveryLine.offer_id == offer_id, DeliveryLine.computation_id == latest)
+            .order_by(DeliveryLine.isp_start)
+        )
+    )
+
+
+def members_of_offer(session: Session, principal: Principal, offer_id: uuid.UUID) -> list[MemberDelivery]:
+    """Member-site delivery behind a portfolio offer's latest lines (same access as :func:`lines_of_offer`)."""
+    lines = lines_of_offer(session, principal, offer_id)
+    if not lines:
+        return []
+    return list(
+        session.scalars(
+            select(MemberDelivery)
+            .where(MemberDelivery.offer_id == offer_id, MemberDelivery.computation_id == lines[0].computation_id)
+            .order_by(MemberDelivery.site_id, MemberDelivery.isp_start)
+        )
+    )
+
+
+def computations(session: Session, principal: Principal, market_id: uuid.UUID, day: date) -> list[DeliveryComputation]:
+    principal.require_operator()
+    return list(
+        session.scalars(
+            select(DeliveryComputation)
+            .where(DeliveryComputation.market_id == market_id, DeliveryComputation.delivery_day == day)
+            .order_by(DeliveryComputation.version)
+        )
     )
