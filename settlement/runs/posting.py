@@ -48,7 +48,8 @@ class Difference:
 
 def net_by_key(flows: Iterable[Flow]) -> dict[FlowKey, Decimal]:
     """Flows summed per key, with a transfer from B to A counted as a negative flow from A to B
-    (the pair is ordered so both directions meet under one key)."""
+    (the pair is ordered so both directions meet under one key): the convention of
+    :func:`settlement.ledger.service.posted_totals`, so targets and postings compare directly."""
     totals: dict[FlowKey, Decimal] = {}
     for flow in flows:
         if flow.payer_account <= flow.payee_account:

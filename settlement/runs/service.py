@@ -25,7 +25,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 import polars as pl
-from sqlalchemy import func, select, text, update
+from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
 from market.auth.principal import Principal
@@ -37,8 +37,8 @@ from market.markets.models import Market
 from market.markets.service import clock_of, get_market
 from settlement.delivery.models import DeliveryComputation
 from settlement.delivery.service import compute_delivery
-from settlement.ledger.models import AccountKind, EntryKind, JournalEntry
-from settlement.ledger.service import Transfer, account_for, accounts_for, post
+from settlement.ledger.models import AccountKind, EntryKind
+from settlement.ledger.service import Transfer, account_for, accounts_for, post, posted_totals
 from settlement.metering.models import ResettlementMark
 from settlement.runs.allocation import pass_through
 from settlement.runs.amounts import frame_amounts
@@ -51,7 +51,7 @@ from settlement.runs.models import (
     SettlementStatus,
 )
 from settlement.runs.money import minor_units
-from settlement.runs.posting import Flow, differences, net_by_key
+from settlement.runs.posting import Flow, FlowKey, differences, net_by_key
 from settlement.runs.terms import SettlementTerms
 
 # -- terms --------------------------------------------------------------------------------------
@@ -398,7 +398,10 @@ def _post_differences(
                 from_micro(share),
             )
         )
-    posted = net_by_key(_posted_flows(session, run))
+    posted: dict[FlowKey, Decimal] = {
+        (k.offer_id, EntryKind(k.kind).value, k.account_a, k.account_b): v
+        for k, v in posted_totals(session, market.id, run.delivery_day).items()
+    }
     transfers = [
         Transfer(
             run_id=run.id,
@@ -413,29 +416,6 @@ def _post_differences(
         for d in differences(net_by_key(flows), posted)
     ]
     return post(session, transfers)
-
-
-def _posted_flows(session: Session, run: SettlementRun) -> list[Flow]:
-    """Everything earlier runs of the same day posted, as flows."""
-    earlier = select(SettlementRun.id).where(
-        SettlementRun.market_id == run.market_id,
-        SettlementRun.delivery_day == run.delivery_day,
-        SettlementRun.id != run.id,
-    )
-    rows = session.execute(
-        select(
-            JournalEntry.offer_id,
-            JournalEntry.kind,
-            JournalEntry.debit_account_id,
-            JournalEntry.credit_account_id,
-            func.sum(JournalEntry.amount),
-        )
-        .where(JournalEntry.settlement_run_id.in_(earlier))
-        .group_by(
-            JournalEntry.offer_id, JournalEntry.kind, JournalEntry.debit_account_id, JournalEntry.credit_account_id
-        )
-    ).all()
-    return [Flow(offer, str(kind), debit, credit, Decimal(total)) for offer, kind, debit, credit, total in rows]
 
 
 # -- scheduling ---------------------------------------------------------------------------------
