@@ -37,5 +37,6 @@ CONTEXT = Context(
     beat_schedule={
         # Beat only wakes these; what is due is read from the database.
         "schedule-settlements": {"task": "settlement.runs.schedule_settlements", "schedule": 60.0},
+        "resend-pending-meter-files": {"task": "settlement.metering.resend_pending_meter_files", "schedule": 60.0},
     },
 )

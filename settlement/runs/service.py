@@ -25,7 +25,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 import polars as pl
-from sqlalchemy import select, text, update
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from market.auth.principal import Principal
@@ -40,6 +40,7 @@ from settlement.delivery.service import compute_delivery
 from settlement.ledger.models import AccountKind, EntryKind
 from settlement.ledger.service import Transfer, account_for, accounts_for, post, posted_totals
 from settlement.metering.models import ResettlementMark
+from settlement.metering.service import consume_marks
 from settlement.runs.allocation import pass_through
 from settlement.runs.amounts import frame_amounts
 from settlement.runs.models import (
@@ -175,7 +176,7 @@ def settle_day(
     computation = compute_delivery(session, market, day, clearing, now)
     inputs_hash = _inputs_hash(computation, clearing, terms)
     if kind is RunKind.RECONCILIATION and runs and runs[-1].inputs_hash == inputs_hash:
-        _consume_marks(session, market_id, day, runs[-1].id)
+        consume_marks(session, market_id, day, runs[-1].id)
         return SettleOutcome(runs[-1], created=False)
 
     run = SettlementRun(
@@ -209,7 +210,7 @@ def settle_day(
     )
     run.status = SettlementStatus.DONE
     run.finished_at = now
-    _consume_marks(session, market_id, day, run.id)
+    consume_marks(session, market_id, day, run.id)
     session.flush()
     return SettleOutcome(run, created=True)
 
@@ -419,19 +420,6 @@ def _post_differences(
 
 
 # -- scheduling ---------------------------------------------------------------------------------
-
-
-def _consume_marks(session: Session, market_id: uuid.UUID, day: date, run_id: uuid.UUID) -> None:
-    """The run took up every open meter-correction mark of its day."""
-    session.execute(
-        update(ResettlementMark)
-        .where(
-            ResettlementMark.market_id == market_id,
-            ResettlementMark.delivery_day == day,
-            ResettlementMark.settled_by_run_id.is_(None),
-        )
-        .values(settled_by_run_id=run_id)
-    )
 
 
 def _marked_days(session: Session) -> list[tuple[uuid.UUID, date]]:

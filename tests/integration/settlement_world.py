@@ -22,7 +22,7 @@ from typing import Any
 
 from litestar import Litestar
 from litestar.testing import TestClient
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from market.orders.models import FlexOffer, FlexRequest
@@ -111,7 +111,44 @@ def _created(response: Any) -> Any:
     return response.json()
 
 
-def build(client: TestClient[Litestar], db: Session, terms: dict[str, str] | None = None) -> SettlementWorld:
+def _history(db: Session, w: World, day: date, loads_kwh: list[tuple[Site, str]], days: int) -> None:
+    """Every ISP of the ``days`` days before ``day`` and of ``day`` itself at a constant load per site
+    (the event ISP of ``day`` is written by the caller)."""
+    file = _meter_file(db, w, f"history:{uuid.uuid4()}")
+    rows: list[dict[str, Any]] = []
+    for offset in range(days, -1, -1):
+        start = local(day - timedelta(days=offset), 0).astimezone(UTC)
+        end = local(day - timedelta(days=offset - 1), 0).astimezone(UTC)
+        instant = start
+        while instant < end:
+            if not (offset == 0 and instant == local(day, 17).astimezone(UTC)):
+                rows += [
+                    {
+                        "site_id": site.id,
+                        "isp_start": instant,
+                        "version": 1,
+                        "import_kwh": Decimal(kwh),
+                        "export_kwh": Decimal(0),
+                        "file_id": file.id,
+                    }
+                    for site, kwh in loads_kwh
+                ]
+            instant += timedelta(minutes=15)
+    db.execute(insert(MeterReading), rows)
+    db.commit()
+
+
+def build(
+    client: TestClient[Litestar],
+    db: Session,
+    terms: dict[str, str] | None = None,
+    method: str = "nominated",
+    history_days: int = 0,
+    unread: tuple[str, ...] = (),
+) -> SettlementWorld:
+    """The day of the module docstring. With ``method`` other than nominated, the sites ran at their
+    baseline load (1000, 200, 200 kW) for ``history_days`` days before and all of the day but 17:00.
+    Sites named in ``unread`` (``dc``, ``a``, ``b``) have no reading for the 17:00 ISP."""
     w = build_world(db)
     w.market.max_quantity_kw = Decimal(5000)
     db.commit()
@@ -158,7 +195,7 @@ def build(client: TestClient[Litestar], db: Session, terms: dict[str, str] | Non
         client.post(
             f"/api/v1/markets/{w.market.id}/baseline-assignments",
             headers=w.operator.headers,
-            json={"method": "nominated", "valid_from": (day - timedelta(days=30)).isoformat()},
+            json={"method": method, "valid_from": (day - timedelta(days=60)).isoformat()},
         )
     )
     clearing = _created(
@@ -184,6 +221,9 @@ def build(client: TestClient[Litestar], db: Session, terms: dict[str, str] | Non
             )
         )
     db.commit()
-    for site, kwh in ((dc_site, "150"), (site_a, "5"), (site_b, "20")):
-        world.read(db, site, kwh)
+    if history_days:
+        _history(db, w, day, [(dc_site, "250"), (site_a, "50"), (site_b, "50")], history_days)
+    for name, site, kwh in (("dc", dc_site, "150"), ("a", site_a, "5"), ("b", site_b, "20")):
+        if name not in unread:
+            world.read(db, site, kwh)
     return world

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -25,9 +25,15 @@ from market.orders.schemas import FlexOfferCreate, FlexRequestCreate, IspQuantit
 from market.orders.service import create_offer, create_request
 from market.participants.models import Role
 from market.participants.service import set_site_portfolio
+from settlement.metering.models import MeterFileFormat
+from settlement.metering.service import process_file, upload_file
+from settlement.runs.models import RunKind
+from settlement.runs.service import settle_day
+from settlement.statements.service import issue as issue_statement
 from tests import factories
 from tests.factories import Actor
 
+PAST_DAY = date(2020, 1, 1)
 CALLER_ROLES = [Role.HOUSEHOLD, Role.AGGREGATOR, Role.DATA_CENTER, Role.UTILITY]
 
 
@@ -47,6 +53,10 @@ class World:
     victim_offer_id: str
     victim_request_id: str
     run_id: str
+    settlement_id: str
+    statement_id: str
+    meter_file_id: str
+    day: str
     offer_body: dict[str, Any]
     request_body: dict[str, Any]
 
@@ -88,6 +98,19 @@ def world(db: Session) -> World:
     run = clear_day(db, market.id, day, datetime.combine(day, time(23), tzinfo=UTC), triggered_by="test")
     db.commit()
     assert run.award_count == 1  # the victim's offer is awarded, so the award rows below are not vacuous
+    # The day is settled (as if two days later) and the victim household has a statement.
+    after = datetime.combine(day + timedelta(days=2), time(12), tzinfo=UTC)
+    settlement = settle_day(db, market.id, day, RunKind.INITIAL, after, "test").run
+    statement, _ = issue_statement(db, operator.principal, market.id, victim_household.id, day, day, after)
+    # The victim utility's meter file, with a reading of the victim's site.
+    csv_body = f"meter,isp_start,import_kwh,export_kwh\n{site.meter_code},{isps[0].start.isoformat()},1.5,0\n"
+    meter_file, _ = upload_file(
+        db, utility.principal, market.id, MeterFileFormat.CSV, "m.csv", csv_body.encode(), after
+    )
+    process_file(db, meter_file.id, after)
+    # An empty day long past, cleared, for the operator rows that verify, settle or issue.
+    clear_day(db, market.id, PAST_DAY, datetime.combine(PAST_DAY, time(23), tzinfo=UTC), triggered_by="test")
+    db.commit()
     return World(
         operator=operator,
         callers=callers,
@@ -103,6 +126,10 @@ def world(db: Session) -> World:
         victim_offer_id=str(offer.id),
         victim_request_id=str(request.id),
         run_id=str(run.id),
+        settlement_id=str(settlement.id),
+        statement_id=str(statement.id),
+        meter_file_id=str(meter_file.id),
+        day=day.isoformat(),
         offer_body={"site_id": str(site.id), "direction": "up", "price_per_mwh": "1", "isps": isp_json},
         request_body={
             "congestion_point_id": str(point.id),
@@ -300,7 +327,161 @@ OWN_ROWS += [
     Row("POST", "/api/v1/flex-requests", lambda w: "/api/v1/flex-requests", lambda w: w.request_body),
 ]
 
-ALL_ROWS = FOREIGN_OBJECT_ROWS + OPERATOR_ROWS + PUBLIC_ROWS + OWN_ROWS
+# -- settlement ----------------------------------------------------------------------------------
+
+FOREIGN_OBJECT_ROWS += [
+    Row("GET", "/api/v1/statements/{statement_id:uuid}", lambda w: f"/api/v1/statements/{w.statement_id}"),
+    Row(
+        "GET",
+        "/api/v1/statements/{statement_id:uuid}/document",
+        lambda w: f"/api/v1/statements/{w.statement_id}/document?format=csv",
+    ),
+    Row(
+        "GET",
+        "/api/v1/participants/{participant_id:uuid}/statements",
+        lambda w: f"/api/v1/participants/{w.victim_household.id}/statements",
+    ),
+    Row(
+        "POST",
+        "/api/v1/participants/{participant_id:uuid}/statements",
+        lambda w: f"/api/v1/participants/{w.victim_household.id}/statements",
+        lambda w: {"market_id": w.market_id, "period_start": w.day, "period_end": w.day},
+    ),
+    Row(
+        "GET",
+        "/api/v1/sites/{site_id:uuid}/baseline-nominations",
+        lambda w: (
+            f"/api/v1/sites/{w.victim_site_id}/baseline-nominations?start={w.day}T00:00:00Z&end={w.day}T23:00:00Z"
+        ),
+    ),
+    Row(
+        "POST",
+        "/api/v1/sites/{site_id:uuid}/baseline-nominations",
+        lambda w: f"/api/v1/sites/{w.victim_site_id}/baseline-nominations",
+        lambda w: {"values": [{"start": "2099-01-01T12:00:00Z", "kw": "3"}]},
+    ),
+    Row(
+        "GET",
+        "/api/v1/sites/{site_id:uuid}/baseline-accuracy",
+        lambda w: f"/api/v1/sites/{w.victim_site_id}/baseline-accuracy",
+    ),
+    Row(
+        "GET",
+        "/api/v1/flex-offers/{offer_id:uuid}/delivery",
+        lambda w: f"/api/v1/flex-offers/{w.victim_offer_id}/delivery",
+    ),
+    Row(
+        "GET",
+        "/api/v1/flex-offers/{offer_id:uuid}/delivery/members",
+        lambda w: f"/api/v1/flex-offers/{w.victim_offer_id}/delivery/members",
+    ),
+]
+
+OPERATOR_ROWS += [
+    Row(
+        "PUT",
+        "/api/v1/markets/{market_id:uuid}/settlement-terms",
+        lambda w: f"/api/v1/markets/{w.market_id}/settlement-terms",
+        lambda w: {"currency": "EUR", "penalty_price_per_mwh": "50"},
+    ),
+    Row(
+        "POST",
+        "/api/v1/markets/{market_id:uuid}/settlements",
+        lambda w: f"/api/v1/markets/{w.market_id}/settlements",
+        lambda w: {"day": PAST_DAY.isoformat()},
+    ),
+    Row("GET", "/api/v1/markets/{market_id:uuid}/settlements", lambda w: f"/api/v1/markets/{w.market_id}/settlements"),
+    Row("GET", "/api/v1/settlements/{run_id:uuid}", lambda w: f"/api/v1/settlements/{w.settlement_id}"),
+    Row(
+        "POST",
+        "/api/v1/markets/{market_id:uuid}/baseline-assignments",
+        lambda w: f"/api/v1/markets/{w.market_id}/baseline-assignments",
+        lambda w: {"method": "middle_x_of_y", "valid_from": "2099-01-01"},
+    ),
+    Row(
+        "POST",
+        "/api/v1/markets/{market_id:uuid}/deliveries",
+        lambda w: f"/api/v1/markets/{w.market_id}/deliveries",
+        lambda w: {"day": PAST_DAY.isoformat()},
+    ),
+    Row(
+        "GET",
+        "/api/v1/markets/{market_id:uuid}/deliveries",
+        lambda w: f"/api/v1/markets/{w.market_id}/deliveries?day={w.day}",
+    ),
+    Row(
+        "POST",
+        "/api/v1/markets/{market_id:uuid}/statements",
+        lambda w: f"/api/v1/markets/{w.market_id}/statements",
+        lambda w: {"period_start": PAST_DAY.isoformat(), "period_end": PAST_DAY.isoformat()},
+    ),
+]
+
+PUBLIC_ROWS += [
+    Row("GET", "/api/v1/baseline-methods", lambda w: "/api/v1/baseline-methods"),
+    Row(
+        "GET",
+        "/api/v1/markets/{market_id:uuid}/baseline-assignments",
+        lambda w: f"/api/v1/markets/{w.market_id}/baseline-assignments",
+    ),
+    Row(
+        "GET",
+        "/api/v1/markets/{market_id:uuid}/settlement-terms",
+        lambda w: f"/api/v1/markets/{w.market_id}/settlement-terms",
+    ),
+]
+
+FOREIGN_OBJECT_ROWS += [
+    Row(
+        "GET",
+        "/api/v1/participants/{participant_id:uuid}/ledger/balances",
+        lambda w: f"/api/v1/participants/{w.victim_household.id}/ledger/balances",
+    ),
+    Row(
+        "GET",
+        "/api/v1/participants/{participant_id:uuid}/ledger/entries",
+        lambda w: f"/api/v1/participants/{w.victim_household.id}/ledger/entries",
+    ),
+]
+OPERATOR_ROWS += [
+    Row(
+        "GET",
+        "/api/v1/markets/{market_id:uuid}/ledger/trial-balance",
+        lambda w: f"/api/v1/markets/{w.market_id}/ledger/trial-balance",
+    ),
+]
+
+FOREIGN_OBJECT_ROWS += [
+    Row(
+        "GET",
+        "/api/v1/sites/{site_id:uuid}/readings",
+        lambda w: f"/api/v1/sites/{w.victim_site_id}/readings?start={w.day}T00:00:00Z&end={w.day}T23:00:00Z",
+    ),
+    Row(
+        "GET",
+        "/api/v1/markets/{market_id:uuid}/meter-files/{file_id:uuid}",
+        lambda w: f"/api/v1/markets/{w.market_id}/meter-files/{w.meter_file_id}",
+    ),
+]
+
+# Uploading is for the operator and the utilities (the metered data responsible); a utility's file
+# naming another utility's meter is refused row by row as an unknown meter. Its own test,
+# tests/integration/test_metering.py::test_who_may_upload_and_read, covers every role.
+ELSEWHERE_ROWS = [
+    Row(
+        "POST",
+        "/api/v1/markets/{market_id:uuid}/meter-files",
+        lambda w: f"/api/v1/markets/{w.market_id}/meter-files?format=csv",
+    ),
+]
+
+OWN_ROWS += [
+    Row("GET", "/api/v1/markets/{market_id:uuid}/meter-files", lambda w: f"/api/v1/markets/{w.market_id}/meter-files"),
+    # The settled day's lines: callers see only those where they are the seller or the utility.
+    Row("GET", "/api/v1/settlements/{run_id:uuid}/lines", lambda w: f"/api/v1/settlements/{w.settlement_id}/lines"),
+]
+
+ALL_ROWS = FOREIGN_OBJECT_ROWS + OPERATOR_ROWS + PUBLIC_ROWS + OWN_ROWS + ELSEWHERE_ROWS
 
 
 def _call(client: TestClient[Litestar], row: Row, w: World, who: Actor) -> Any:

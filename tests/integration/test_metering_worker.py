@@ -1,0 +1,144 @@
+"""A meter file through a real Celery worker on Redis: upload (202) → worker → readings in PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from litestar.testing import TestClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from market.core.app import create_app
+from market.core.config import JobSettings, Settings
+from market.core.jobs import celery_app, configure
+from market.participants.models import Role
+from settlement.metering.models import MeterReading
+from tests import factories
+
+REDIS_URL = os.environ.get("FLEX_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+START_TIMEOUT_S = 20.0
+MIDNIGHT = datetime(2026, 5, 31, 22, tzinfo=UTC)  # 2026-06-01 00:00 in Amsterdam
+
+
+def _wait_for(predicate: Callable[[], bool], what: str, timeout: float, worker: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if worker.poll() is not None:
+            output = worker.stdout.read() if worker.stdout else ""
+            raise AssertionError(f"the worker exited with {worker.returncode} while waiting for {what}:\n{output}")
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@pytest.fixture
+def worker(settings: Settings) -> Iterator[Settings]:
+    """A Celery worker subprocess consuming a queue of this test only; the in-test Celery app is
+    pointed at the same broker and queue, and restored afterwards."""
+    queue = f"flex-metering-{uuid.uuid4().hex[:8]}"
+    redis_settings = settings.model_copy(update={"jobs": JobSettings(broker_url=REDIS_URL)})
+    configure(celery_app, redis_settings)
+    celery_app.conf.task_default_queue = queue
+    env = {
+        **os.environ,
+        "FLEX_DATABASE_URL": settings.database.url,
+        "FLEX_BROKER_URL": REDIS_URL,
+        "FLEX_API_KEY_PEPPER": settings.security.api_key_pepper,
+    }
+    name = f"{queue}@localhost"
+    process = subprocess.Popen(  # noqa: S603 - the venv's own celery, fixed arguments
+        [
+            str(Path(sys.executable).parent / "celery"),
+            "-A",
+            "market.core.jobs:celery_app",
+            "worker",
+            "--pool=solo",
+            "-c",
+            "1",
+            "-Q",
+            queue,
+            "-n",
+            name,
+            "--without-heartbeat",
+            "--without-gossip",
+            "--without-mingle",
+            "--loglevel=INFO",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        _wait_for(
+            lambda: bool(celery_app.control.ping(destination=[name], timeout=0.5)),
+            "the worker to answer a ping",
+            START_TIMEOUT_S,
+            process,
+        )
+        yield redis_settings
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+        celery_app.conf.task_default_queue = "celery"
+        configure(celery_app, settings)
+
+
+def test_an_uploaded_file_is_processed_by_the_worker(worker: Settings, db: Session) -> None:
+    operator = factories.actor(db, Role.OPERATOR)
+    utility = factories.actor(db, Role.UTILITY)
+    household = factories.actor(db, Role.HOUSEHOLD)
+    market = factories.market(db, operator)
+    site = factories.site(db, household, factories.congestion_point(db, operator, market, utility))
+    rows = [f"{site.meter_code},{(MIDNIGHT + timedelta(minutes=15 * k)).isoformat()},{k}.5,0" for k in range(96)]
+    rows.append(f"{site.meter_code},2026-06-01T00:07:00+02:00,1,0")  # off the grid: rejected
+    body = ("meter,isp_start,import_kwh,export_kwh\n" + "\n".join(rows) + "\n").encode()
+
+    app = create_app(worker)
+    assert app.state.tasks_in_process is False
+    with TestClient(app=app) as client:
+        made = client.post(
+            f"/api/v1/markets/{market.id}/meter-files",
+            params={"format": "csv", "filename": "day.csv"},
+            content=body,
+            headers={**utility.headers, "Content-Type": "text/csv"},
+        )
+        assert made.status_code == 202, made.text
+        assert made.json()["status"] == "pending"
+        url = f"/api/v1/markets/{market.id}/meter-files/{made.json()['id']}"
+
+        def processed() -> bool:
+            return bool(client.get(url, headers=utility.headers).json()["status"] != "pending")
+
+        deadline = time.monotonic() + 20
+        while not processed():
+            assert time.monotonic() < deadline, "the worker did not process the file within 20 s"
+            time.sleep(0.2)
+        file = client.get(url, headers=utility.headers).json()
+    assert file["status"] == "done"
+    report = file["report"]
+    assert (report["rows"], report["stored"], report["rejected"]) == (97, 96, 1)
+    assert report["issue_counts"] == {"misaligned_timestamp": 1}
+    db.expire_all()
+    stored = db.execute(
+        select(MeterReading.isp_start, MeterReading.import_kwh, MeterReading.version)
+        .where(MeterReading.site_id == site.id)
+        .order_by(MeterReading.isp_start)
+    ).all()
+    assert len(stored) == 96
+    assert (stored[0][0], stored[0][1], stored[0][2]) == (MIDNIGHT, Decimal("0.5"), 1)
+    assert (stored[-1][0], stored[-1][1]) == (MIDNIGHT + timedelta(minutes=15 * 95), Decimal("95.5"))
