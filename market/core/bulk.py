@@ -13,6 +13,7 @@ of millionths ExactDecimal stores on SQLite; frames returned here always carry d
 from __future__ import annotations
 
 import io
+import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -91,7 +92,11 @@ def copy_in(session: Session, table: str, frame: pl.DataFrame, *, micro_columns:
         return frame.height
     # SQLite: ExactDecimal stores millionths already; UUIDs as 32-hex (SQLAlchemy's Uuid on SQLite).
     out = frame.with_columns(
-        *[pl.col(c).str.replace_all("-", "") for c, t in frame.schema.items() if t == pl.String and c.endswith("_id")],
+        *[
+            pl.col(c).str.replace_all("-", "")
+            for c, t in frame.schema.items()
+            if t == pl.String and (c == "id" or c.endswith("_id"))
+        ],
         *[pl.col(c).dt.strftime("%Y-%m-%d %H:%M:%S.%6f") for c, t in frame.schema.items() if t == pl.Datetime],
     )
     placeholders = ", ".join(f":{c}" for c in columns)
@@ -156,7 +161,7 @@ def read_frame(
                 and not isinstance(t, pl.Datetime)
             ],
         )
-    rows = session.execute(text(sql), dict(params)).all()
+    rows = session.execute(text(sql), {k: _sqlite_param(v) for k, v in params.items()}).all()
     data: dict[str, list[Any]] = {n: [] for n in names}
     for row in rows:
         for name, value in zip(names, row, strict=True):
@@ -168,13 +173,22 @@ def read_frame(
             columns.append(pl.Series(name, [None if v is None else int(v) for v in values], dtype=pl.Int64))
         elif kind == pl.Datetime or isinstance(kind, pl.Datetime):
             columns.append(pl.Series(name, [_sqlite_instant(v) for v in values], dtype=pl.Datetime("us", "UTC")))
-        elif kind == pl.String and name.endswith("_id"):
+        elif kind == pl.String and (name == "id" or name.endswith("_id")):
             columns.append(
                 pl.Series(name, [None if v is None else _hyphenate(str(v)) for v in values], dtype=pl.String)
             )
         else:
             columns.append(pl.Series(name, values, dtype=kind))
     return pl.DataFrame(columns)
+
+
+def _sqlite_param(value: Any) -> Any:
+    """A bound value as the embedded store keeps it: UUIDs as 32 hex digits, instants as naive UTC text."""
+    if isinstance(value, uuid.UUID):
+        return value.hex
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    return value
 
 
 def _sqlite_instant(value: Any) -> datetime | None:

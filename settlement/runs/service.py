@@ -164,13 +164,16 @@ def _inputs_hash(computation: DeliveryComputation, clearing: ClearingRun, terms:
 def settle_day(
     session: Session, market_id: uuid.UUID, day: date, kind: RunKind, now: datetime, triggered_by: str
 ) -> SettleOutcome:
-    """Settle one delivery day (idempotent: a repeated initial returns the first run; a
-    reconciliation with unchanged inputs returns the latest run and posts nothing)."""
+    """Settle one delivery day (idempotent: a repeated initial returns the first run, a repeated
+    final the final run; a reconciliation with unchanged inputs returns the latest run and posts
+    nothing)."""
     market = get_market(session, market_id)
     _lock(session, market_id, day)
     runs = runs_of_day(session, market_id, day)
     if kind is RunKind.INITIAL and runs:
         return SettleOutcome(runs[0], created=False)
+    if kind is RunKind.FINAL and runs and runs[-1].kind is RunKind.FINAL:
+        return SettleOutcome(runs[-1], created=False)  # a redelivered final task: the day is closed already
     clearing = require_settleable(session, market, day, kind, now)
     terms = terms_of(session, market).terms
     computation = compute_delivery(session, market, day, clearing, now)

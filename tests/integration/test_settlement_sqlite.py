@@ -1,0 +1,81 @@
+"""The embedded default: the same hand-computed day settles on SQLite (bulk reads and writes take
+the executemany path there; decimals are integer millionths)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from litestar import Litestar
+from litestar.testing import TestClient
+from sqlalchemy.orm import Session
+
+from market.core.app import create_app
+from market.core.config import DatabaseSettings, JobSettings, SecuritySettings, Settings
+from market.core.db import make_engine, make_session_factory
+from market.core.migrate import upgrade
+from settlement.ledger.service import trial_balance
+from tests.factories import PEPPER
+from tests.integration.settlement_world import build
+
+
+@pytest.fixture
+def sqlite(tmp_path: Path) -> Iterator[tuple[TestClient[Litestar], Session]]:
+    url = f"sqlite:///{tmp_path / 'flex.db'}"
+    upgrade(url)
+    settings = Settings(
+        database=DatabaseSettings(url=url),
+        jobs=JobSettings(broker_url="in-process"),
+        security=SecuritySettings(api_key_pepper=PEPPER),
+    )
+    engine = make_engine(url)
+    with TestClient(app=create_app(settings)) as client, make_session_factory(engine)() as session:
+        yield client, session
+    engine.dispose()
+
+
+def test_a_day_settles_on_sqlite(sqlite: tuple[TestClient[Litestar], Session]) -> None:
+    client, db = sqlite
+    sw = build(client, db, method="high_x_of_y", history_days=21)
+    w = sw.w
+    run = client.post(
+        f"/api/v1/markets/{w.market.id}/settlements", headers=w.operator.headers, json={"day": sw.day.isoformat()}
+    )
+    assert run.status_code == 201, run.text
+    assert (Decimal(run.json()["total_utilisation"]), Decimal(run.json()["total_penalty"])) == (
+        Decimal(14),
+        Decimal("1.25"),
+    )
+
+    def balance(who: object) -> Decimal:
+        items = client.get(f"/api/v1/participants/{who.id}/ledger/balances", headers=who.headers).json()  # type: ignore[attr-defined]
+        return sum((Decimal(b["balance"]) for b in items), Decimal(0))
+
+    assert (balance(w.data_center), balance(w.utility), balance(sw.member_a), balance(sw.member_b)) == (
+        Decimal("6.55"),
+        Decimal("-12.75"),
+        Decimal("2.81"),
+        Decimal("1.87"),
+    )
+    sw.read(db, sw.dc_site, "100")
+    again = client.post(
+        f"/api/v1/markets/{w.market.id}/settlements",
+        headers=w.operator.headers,
+        json={"day": sw.day.isoformat(), "kind": "reconciliation"},
+    )
+    assert again.json()["version"] == 2
+    assert balance(w.data_center) == Decimal("9.75")
+    assert trial_balance(db, w.market.id) == {"EUR": Decimal(0)}
+    period = {"period_start": sw.day.isoformat(), "period_end": sw.day.isoformat()}
+    job = client.post(f"/api/v1/markets/{w.market.id}/statements", headers=w.operator.headers, json=period)
+    assert job.json()["issued"] == 5
+    [statement] = client.get(f"/api/v1/participants/{w.utility.id}/statements", headers=w.utility.headers).json()[
+        "items"
+    ]
+    assert Decimal(statement["amount_due"]) == Decimal("-16.00")
+    pdf = client.get(
+        f"/api/v1/statements/{statement['id']}/document", params={"format": "pdf"}, headers=w.utility.headers
+    )
+    assert pdf.content.startswith(b"%PDF")
