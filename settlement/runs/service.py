@@ -302,6 +302,9 @@ def _pass_through(
     i.e. Σ max(delivered kW, 0) × ISP hours); :func:`settlement.runs.allocation.pass_through` keeps
     the aggregator's fee share and allocates the rest to the cent. Sites the aggregator owns itself
     take part in the weights, and their share simply stays with the aggregator (no transfer).
+    Only revenue is passed through: an offer whose net is zero or negative (penalties above its
+    payment) leaves the loss with the aggregator, which took the delivery risk in the market;
+    members are never charged for it.
     """
     schema = {
         "run_id": pl.String,
@@ -343,7 +346,7 @@ def _pass_through(
     by_offer = {key[0]: group for key, group in weights.group_by("offer_id")}
     for offer_id, aggregator_id, net in portfolio_nets.iter_rows():
         group = by_offer.get(offer_id)
-        if group is None:
+        if group is None or net <= 0:
             continue
         owners = dict(zip(group["site_id"], group["owner_id"], strict=True))
         kwh = {site: from_micro(v) for site, v in zip(group["site_id"], group["delivered_kwh"], strict=True)}

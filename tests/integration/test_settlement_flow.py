@@ -176,3 +176,17 @@ def test_finance_users_download_their_statements_in_every_format(client: TestCli
         for s in client.get(f"/api/v1/participants/{who.id}/statements", headers=who.headers).json()["items"]
     )
     assert [n[-6:] for n in numbers] == ["000001", "000002", "000003", "000004", "000005"]  # gap-free
+
+
+def test_an_aggregator_loss_is_not_passed_on_to_its_members(client: TestClient[Litestar], db: Session) -> None:
+    """Both members consumed their 200 kW baseline (50 kWh): the portfolio delivered 0 of 300 kW.
+    Penalty 100 × (300 − 30) × 0.25 / 1000 = 6.75, no utilisation, no fee: net −6.75 stays with
+    the aggregator; the members get nothing and are charged nothing."""
+    sw = build(client, db)
+    w = sw.w
+    sw.read(db, sw.site_a, "50")
+    sw.read(db, sw.site_b, "50")
+    _settle(client, sw)
+    assert _balance(client, w.aggregator) == Decimal("-6.75")
+    assert (_balance(client, sw.member_a), _balance(client, sw.member_b)) == (Decimal(0), Decimal(0))
+    assert trial_balance(db, w.market.id) == {"EUR": Decimal(0)}
