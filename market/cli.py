@@ -100,11 +100,26 @@ def bootstrap_operator(name: Annotated[str, typer.Option(help="The operator's na
 
 
 @app.command()
-def demo() -> None:
-    """The main job: build a market with a grid and participants through the API, and print it."""
-    from market.demo import run_demo
+def demo(
+    households: Annotated[
+        int | None, typer.Option(min=12, help="How many households (default 300, the full day).")
+    ] = None,
+    database_url: Annotated[
+        str | None, typer.Option(help="Overrides FLEX_DATABASE_URL (e.g. postgresql://user@host/db).")
+    ] = None,
+    broker_url: Annotated[
+        str | None, typer.Option(help="Overrides FLEX_BROKER_URL (redis://...: needs a running worker).")
+    ] = None,
+) -> None:
+    """The main job: a complete market day through the API, from orders to statements, with an HTML report."""
+    from market.demo import HOUSEHOLDS, run_demo
 
-    run_demo(get_settings())
+    if database_url:
+        os.environ["FLEX_DATABASE_URL"] = database_url
+    if broker_url:
+        os.environ["FLEX_BROKER_URL"] = broker_url
+    get_settings.cache_clear()
+    run_demo(get_settings(), households=households or HOUSEHOLDS)
 
 
 def _require_broker() -> None:

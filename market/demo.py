@@ -1,69 +1,151 @@
-"""``flexmarket demo``: a market day through the HTTP API, in-process, printed as it goes.
+"""``flexmarket demo``: a complete market day through the HTTP API, in-process, with a progress bar.
 
 It uses the same app, services and database a production deployment uses; only the transport is
-in-process (Litestar's test client), so no server or port is needed. Steps:
+in-process (Litestar's test client), so no server or port is needed. With ``--database-url`` and
+``--broker-url`` the same scenario runs on PostgreSQL with Redis and Celery workers: the API then
+queues the jobs (202) and the demo polls for their results.
 
-1. a market with a grid tree, a utility, households, an aggregator and data centers;
-2. the utility's FlexRequests on congested feeders for the evening peak of a delivery day whose
-   gate is still open, and FlexOffers from households (single), the aggregator (one batch) and data
-   centers (blocks with a rebound);
-3. clearing at gate closure. The demo cannot wait for the real gate, so it clears with a clock set
-   just past it (the service takes the time as an argument; the API and the scheduled task pass
-   the real time);
-4. prices per congestion point, volume procured, awards and the clearing's hashes.
+The scenario (:data:`HOUSEHOLDS` households by default, reproducible from a fixed seed):
+
+1. **Build.** A market on Europe/Amsterdam (15-minute ISPs, pay-as-clear, day-ahead gate D-1 12:00).
+   The grid is a small radial MV/LV structure derived from typical Dutch suburban layouts (one MV
+   zone, :data:`TRANSFORMERS` MV/LV transformers with :data:`FEEDERS_PER_TRANSFORMER` LV feeders
+   each). It is not a SimBench grid: that package is heavy, and the market only needs the tree of
+   congestion points. Households (every third with a battery, an EV or a heat pump that can shift
+   load, the rest plain or PV), an aggregator with portfolios on three congested feeders that some
+   flexible households join, :data:`DATA_CENTERS` data centers (two on congested feeders, one under
+   the congested transformer, one where no congestion is), and the utility (DSO).
+2. **Orders.** The utility's FlexRequests: the evening peak (16:00-21:00) on four feeders and one
+   transformer, the morning peak (07:00-09:00) on the feeder with most heat pumps, sized from the
+   flexibility connected there so some need stays unmet. FlexOffers from the flexible households
+   (their own, batteries with storage limits), the aggregator (one batch: an offer per portfolio
+   with a price curve from its members' prices) and the data centers (tranches; a block with a
+   rebound; an all-or-nothing block).
+3. **Clearing at gate closure.** The demo cannot wait for the real gate, so it clears with a clock
+   set just past it (the service takes the time as an argument; the API and the scheduled task pass
+   the real time).
+4. Every installed context's :class:`DemoStage` (``Context.demo_stages``): settlement nominates
+   baselines before the gate and, after clearing, sends meter data, verifies delivery, settles the
+   day, issues statements and writes the HTML report.
+5. A summary: prices per congestion point, awards, volume and money, and each stage's own tables.
 """
 
 from __future__ import annotations
 
+import importlib
 import random
 import secrets
+import time as clock
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from litestar.testing import TestClient
-from rich.console import Console
+from rich.console import Console, RenderableType
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.tree import Tree
 from sqlalchemy import select
+from sqlalchemy.engine import make_url
 
 from market.auth.principal import Scope
 from market.auth.service import issue_key
 from market.clearing.service import clear_day, day_gate
 from market.core.app import create_app
 from market.core.config import Settings
+from market.core.contexts import load_contexts
 from market.core.db import make_engine, make_session_factory, unit_of_work
 from market.core.migrate import upgrade
 from market.markets.service import clock_of, get_market
 from market.participants.models import Participant, Role
 
-FEEDERS_PER_TRANSFORMER = 3
-TRANSFORMERS = 2
-HOUSEHOLDS = 24
-DATA_CENTERS = 2
+T = TypeVar("T")
+
 TIMEZONE = "Europe/Amsterdam"
-PEAK_HOURS = (17, 18, 19)
-CONGESTED_FEEDERS = 3
-ASSET_MIX = (["battery"], ["ev"], ["heat_pump"], ["pv", "battery"], ["pv"])
-# kW a household can shift per asset during the evening peak, and its price per MWh.
-ASSET_FLEX = {"battery": (Decimal("3.5"), 90), "ev": (Decimal("7.4"), 140), "heat_pump": (Decimal("2.0"), 60)}
+TRANSFORMERS = 3
+FEEDERS_PER_TRANSFORMER = 4
+HOUSEHOLDS = 300
+DATA_CENTERS = 4
+FLEXIBLE_EVERY = 3
+"""Every third household has an asset that can shift load."""
+ISP_HOURS = Decimal(15) / 60
+EVENING = (16, 21)
+"""Local hours [16:00, 21:00) of the evening peak."""
+MORNING = (7, 9)
+CONGESTED_FEEDERS = {"TR-1-F1": 220, "TR-1-F2": 260, "TR-2-F1": 300, "TR-3-F1": 350}
+"""Feeders congested in the evening peak, with the utility's value (max price per MWh)."""
+CONGESTED_TRANSFORMER = ("TR-2", 280)
+MORNING_FEEDER = ("TR-1-F1", 180)
+PORTFOLIO_FEEDERS = ("TR-1-F1", "TR-2-F1", "TR-3-F1")
+DATA_CENTER_FEEDERS = ("TR-1-F1", "TR-2-F3", "TR-3-F1", "TR-1-F4")
+DATA_CENTER_KW = (200, 150, 100, 120)
+"""kW each data center offers in the evening peak."""
+
+
+@dataclass(frozen=True)
+class AssetFlex:
+    """What an asset can shift: kW less consumption, at about ``price`` per MWh, in local-hour windows
+    during which it runs in the household's usual load (so it can stop or discharge then)."""
+
+    kw: Decimal
+    price: int
+    windows: tuple[tuple[int, int], ...]
+
+
+ASSET_FLEX = {
+    "battery": AssetFlex(Decimal("3.5"), 90, (EVENING,)),
+    "ev": AssetFlex(Decimal("3.7"), 140, ((17, 21),)),
+    "heat_pump": AssetFlex(Decimal("2.0"), 60, (MORNING, EVENING)),
+}
+FLEXIBLE_MIX = (["battery"], ["ev"], ["heat_pump"], ["pv", "battery"], ["ev", "pv"], ["heat_pump", "pv"])
+PLAIN_MIX: tuple[list[str], ...] = ([], ["pv"], [])
 
 
 class DemoClient:
-    """A thin JSON client that fails loudly on any non-2xx reply."""
+    """A thin JSON client that fails loudly on any non-2xx reply (after waiting out a 429, as a
+    well-behaved client does: the operator's many set-up calls share one rate-limit budget)."""
 
     def __init__(self, client: TestClient[Any], token: str) -> None:
         self.client = client
         self.token = token
 
-    def call(self, method: str, path: str, body: Any = None, token: str | None = None) -> Any:
-        headers = {"Authorization": f"Bearer {token or self.token}"}
-        response = self.client.request(method, f"/api/v1{path}", json=body, headers=headers)
+    def _send(self, method: str, path: str, token: str | None, **kwargs: Any) -> Any:
+        headers = {"Authorization": f"Bearer {token or self.token}", **kwargs.pop("headers", {})}
+        while True:
+            response = self.client.request(method, f"/api/v1{path}", headers=headers, **kwargs)
+            if response.status_code != 429:  # noqa: PLR2004 - Too Many Requests
+                break
+            clock.sleep(float(response.headers.get("Retry-After", "1")))
         if response.status_code >= 300:  # noqa: PLR2004 - any non-2xx is a failure of the demo
-            raise RuntimeError(f"{method} {path} -> {response.status_code}: {response.text}")
+            raise RuntimeError(f"{method} {path} -> {response.status_code}: {response.text[:2000]}")
+        return response
+
+    def call(self, method: str, path: str, body: Any = None, token: str | None = None) -> Any:
+        response = self._send(method, path, token, json=body)
         return response.json() if response.content else None
+
+    def upload(self, path: str, content: bytes, media_type: str, token: str | None = None) -> Any:
+        """POST a raw body (a meter file) and return the JSON reply."""
+        return self._send("POST", path, token, content=content, headers={"Content-Type": media_type}).json()
+
+    def download(self, path: str, token: str | None = None) -> bytes:
+        return bytes(self._send("GET", path, token).content)
+
+    def all_pages(self, path: str, token: str | None = None, limit: int = 1000) -> list[Any]:
+        """Every item of a paginated list."""
+        items: list[Any] = []
+        joiner = "&" if "?" in path else "?"
+        while True:
+            page = self.call("GET", f"{path}{joiner}limit={limit}&offset={len(items)}", token=token)
+            items += page["items"]
+            if len(items) >= page["total"] or not page["items"]:
+                return items
 
     def key_for(self, participant_id: str, scopes: list[str]) -> str:
         made = self.call("POST", f"/participants/{participant_id}/api-keys", {"name": "demo", "scopes": scopes})
@@ -73,22 +155,120 @@ class DemoClient:
 @dataclass
 class Seller:
     name: str
+    participant_id: str
     token: str
+    """Empty for households without flexibility: they never call the API."""
     site: dict[str, Any]
     assets: list[str]
+    point_code: str
+    flex: AssetFlex | None = None
 
 
 @dataclass
 class World:
     market: dict[str, Any]
+    utility_id: str
     utility_token: str
-    feeders: list[dict[str, Any]]
+    points: dict[str, dict[str, Any]]
+    """Congestion points by code."""
     tree: Tree
     households: list[Seller] = field(default_factory=list)
     data_centers: list[Seller] = field(default_factory=list)
+    aggregator_id: str = ""
     aggregator_token: str = ""
     portfolios: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Portfolios by the code of their congestion point."""
     members: int = 0
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    offers: list[dict[str, Any]] = field(default_factory=list)
+    """Every posted offer as the API read it back."""
+
+    @property
+    def codes(self) -> dict[str, str]:
+        """Congestion point code by id."""
+        return {p["id"]: code for code, p in self.points.items()}
+
+    @property
+    def feeders(self) -> list[dict[str, Any]]:
+        return [p for p in self.points.values() if p["kind"] == "feeder"]
+
+    def parent_code(self, code: str) -> str | None:
+        parent = self.points[code]["parent_id"]
+        return self.codes[parent] if parent else None
+
+
+@dataclass(frozen=True)
+class DemoStage:
+    """Steps a bounded context adds to the demo: ``before_gate`` runs while the gate is still open
+    (after the orders), ``after_clearing`` once the day is cleared. ``steps`` is how many progress
+    steps the two together advance (one per :meth:`DemoRun.step`)."""
+
+    name: str
+    after_clearing: Callable[[DemoRun], None]
+    before_gate: Callable[[DemoRun], None] | None = None
+    steps: int = 1
+
+
+@dataclass
+class DemoRun:
+    """What a stage needs: the API client, the world, the delivery day, the settings, the console and
+    progress, the clearing run, a ``report`` dict to read and add to, and where to write files."""
+
+    api: DemoClient
+    settings: Settings
+    world: World
+    day: date
+    console: Console
+    progress: Progress
+    task: TaskID
+    rng: random.Random
+    output_dir: Path
+    clearing_run_id: str = ""
+    gate: datetime | None = None
+    report: dict[str, Any] = field(default_factory=dict)
+    summary: list[RenderableType] = field(default_factory=list)
+    """Tables and lines printed after the market's own summary."""
+    timings: dict[str, float] = field(default_factory=dict)
+    """Seconds per progress step."""
+
+    @property
+    def report_path(self) -> Path:
+        return self.output_dir / "flexmarket-report.html"
+
+    @property
+    def in_process(self) -> bool:
+        return self.settings.jobs.in_process
+
+    @contextmanager
+    def step(self, label: str) -> Iterator[None]:
+        started = clock.monotonic()
+        with progress_step(self.progress, self.task, label):
+            yield
+        self.timings[label] = clock.monotonic() - started
+
+    def wait_for(self, what: str, ready: Callable[[], T | None], timeout_s: float = 600.0) -> T:
+        """Poll ``ready`` until it returns a value (a queued job's result, with workers)."""
+        deadline = clock.monotonic() + timeout_s
+        while True:
+            value = ready()
+            if value is not None:
+                return value
+            if clock.monotonic() > deadline:
+                raise TimeoutError(f"no result for {what} after {timeout_s:.0f} s: is a worker running on the broker?")
+            clock.sleep(0.25)
+
+
+def load_stages() -> list[DemoStage]:
+    """Every installed context's demo stages, in context order."""
+    stages: list[DemoStage] = []
+    for ctx in load_contexts():
+        for path in ctx.demo_stages:
+            module, _, attribute = path.partition(":")
+            stage = getattr(importlib.import_module(module), attribute)
+            if not isinstance(stage, DemoStage):
+                raise TypeError(f"{path} in context {ctx.name} must be a DemoStage, got {stage!r}")
+            stages.append(stage)
+    return stages
 
 
 def _operator_token(settings: Settings) -> str:
@@ -124,156 +304,232 @@ def _build_grid(api: DemoClient, suffix: str) -> World:
     )
     mid = market["id"]
     utility = api.call("POST", "/participants", {"name": "Demo DSO", "role": "utility"})
+    points: dict[str, dict[str, Any]] = {}
 
     def point(code: str, name: str, kind: str, parent: str | None) -> dict[str, Any]:
         body = {"code": code, "name": name, "kind": kind, "utility_id": utility["id"], "parent_id": parent}
-        return dict(api.call("POST", f"/markets/{mid}/congestion-points", body))
+        points[code] = dict(api.call("POST", f"/markets/{mid}/congestion-points", body))
+        return points[code]
 
-    root = point("ZONE-1", "Zone 1", "zone", None)
+    root = point("ZONE-1", "MV zone 1", "zone", None)
     tree = Tree(f"[bold]{root['code']}[/] {root['name']}")
-    feeders = []
     for t in range(1, TRANSFORMERS + 1):
-        trafo = point(f"TR-{t}", f"Transformer {t}", "transformer", root["id"])
+        trafo = point(f"TR-{t}", f"MV/LV transformer {t}", "transformer", root["id"])
         branch = tree.add(f"[bold]{trafo['code']}[/] {trafo['name']}")
         for f in range(1, FEEDERS_PER_TRANSFORMER + 1):
-            feeder = point(f"TR-{t}-F{f}", f"Feeder {t}.{f}", "feeder", trafo["id"])
-            feeders.append(feeder)
+            feeder = point(f"TR-{t}-F{f}", f"LV feeder {t}.{f}", "feeder", trafo["id"])
             branch.add(f"{feeder['code']} {feeder['name']}")
-    return World(market, api.key_for(utility["id"], ["trade", "finance"]), feeders, tree)
+    return World(market, utility["id"], api.key_for(utility["id"], ["trade", "finance"]), points, tree)
 
 
-def _add_participants(api: DemoClient, world: World, rng: random.Random, suffix: str) -> None:
+def _add_participants(api: DemoClient, world: World, rng: random.Random, suffix: str, households: int) -> None:
     aggregator = api.call("POST", "/participants", {"name": "Demo aggregator", "role": "aggregator"})
+    world.aggregator_id = aggregator["id"]
     world.aggregator_token = api.key_for(aggregator["id"], ["trade", "finance"])
-    for feeder in world.feeders[:2]:
-        world.portfolios[feeder["id"]] = api.call(
+    for code in PORTFOLIO_FEEDERS:
+        world.portfolios[code] = api.call(
             "POST",
             "/portfolios",
-            {"name": f"Portfolio {feeder['code']}", "congestion_point_id": feeder["id"]},
+            {"name": f"Portfolio {code}", "congestion_point_id": world.points[code]["id"]},
             token=world.aggregator_token,
         )
-    for h in range(1, HOUSEHOLDS + 1):
+    feeders = world.feeders
+    for h in range(1, households + 1):
+        feeder = feeders[h % len(feeders)]
+        # Every third household of each feeder (h = 12q + k is flexible iff (q + k) % 3 == 0).
+        flexible = (h + h // len(feeders)) % FLEXIBLE_EVERY == 0
+        assets = list(rng.choice(FLEXIBLE_MIX if flexible else PLAIN_MIX))
         household = api.call("POST", "/participants", {"name": f"Household {h:03d}", "role": "household"})
-        token = api.key_for(household["id"], ["trade"])
-        feeder = world.feeders[h % len(world.feeders)]
-        assets = rng.choice(ASSET_MIX)
-        site = api.call(
-            "POST",
-            "/sites",
-            {
-                "congestion_point_id": feeder["id"],
-                "meter_code": f"EAN-{suffix}-H{h:04d}",
-                "name": f"Home {h:03d}",
-                "assets": assets,
-            },
-            token=token,
-        )
-        if feeder["id"] in world.portfolios and h % 2 == 0:
-            portfolio = world.portfolios[feeder["id"]]
+        site_body = {
+            "congestion_point_id": feeder["id"],
+            "meter_code": f"EAN-{suffix}-H{h:04d}",
+            "name": f"Home {h:03d}",
+            "assets": assets,
+        }
+        if not flexible:  # registered by the operator; it never trades, so it has no key
+            site = api.call("POST", "/sites", {**site_body, "owner_id": household["id"]})
+            world.households.append(Seller(household["name"], household["id"], "", site, assets, feeder["code"]))
+            continue
+        token = api.key_for(household["id"], ["trade", "finance"])
+        site = api.call("POST", "/sites", site_body, token=token)
+        flex = ASSET_FLEX[next(a for a in assets if a in ASSET_FLEX)]
+        if feeder["code"] in world.portfolios and rng.random() < 0.6:  # noqa: PLR2004 - most join the aggregator
+            portfolio = world.portfolios[feeder["code"]]
             site = api.call("PUT", f"/sites/{site['id']}/portfolio", {"portfolio_id": portfolio["id"]}, token=token)
             world.members += 1
-        world.households.append(Seller(household["name"], token, site, assets))
-    for d in range(1, DATA_CENTERS + 1):
+        world.households.append(Seller(household["name"], household["id"], token, site, assets, feeder["code"], flex))
+    for d, code in enumerate(DATA_CENTER_FEEDERS[:DATA_CENTERS], start=1):
         center = api.call("POST", "/participants", {"name": f"Data center {d}", "role": "data_center"})
-        feeder = world.feeders[-d]
         site = api.call(
             "POST",
             "/sites",
             {
                 "owner_id": center["id"],
-                "congestion_point_id": feeder["id"],
+                "congestion_point_id": world.points[code]["id"],
                 "meter_code": f"EAN-{suffix}-DC{d}",
                 "name": f"DC campus {d}",
                 "assets": ["flexible_load"],
             },
         )
-        world.data_centers.append(Seller(center["name"], api.key_for(center["id"], ["trade"]), site, ["flexible_load"]))
+        token = api.key_for(center["id"], ["trade", "finance"])
+        world.data_centers.append(Seller(center["name"], center["id"], token, site, ["flexible_load"], code))
 
 
 def _delivery_day(now: datetime) -> date:
     """The first local day whose day-ahead gate (D-1 12:00) is still open, plus one for margin."""
-    zone = ZoneInfo(TIMEZONE)
-    local_now = now.astimezone(zone)
-    return local_now.date() + timedelta(days=2)
+    return now.astimezone(ZoneInfo(TIMEZONE)).date() + timedelta(days=2)
 
 
-def _isp_starts(day: date) -> list[str]:
+def isp_starts(day: date, hours: tuple[int, int]) -> list[datetime]:
+    """Local ISP starts in the hours [first, last) of ``day``."""
     zone = ZoneInfo(TIMEZONE)
     return [
-        datetime.combine(day, time(hour, minute), tzinfo=zone).isoformat()
-        for hour in PEAK_HOURS
-        for minute in (0, 15, 30, 45)
+        datetime.combine(day, time(hour, minute), tzinfo=zone) for hour in range(*hours) for minute in (0, 15, 30, 45)
     ]
 
 
-def _post_orders(api: DemoClient, world: World, day: date, rng: random.Random) -> tuple[int, int]:
-    """Requests on the congested feeders; offers from every seller with flexible assets there."""
-    starts = _isp_starts(day)
-    congested = {f["id"] for f in world.feeders[:CONGESTED_FEEDERS]}
-    requests = 0
-    for feeder in world.feeders[:CONGESTED_FEEDERS]:
-        need = Decimal(rng.randrange(8, 20))
+def _bell(count: int) -> list[Decimal]:
+    """A peak-shaped need over ``count`` ISPs: from 0.55 at the edges to 1.0 in the middle."""
+    middle = (count - 1) / 2
+    return [Decimal(str(round(1 - 0.45 * abs(i - middle) / max(middle, 1), 3))) for i in range(count)]
+
+
+def _request(api: DemoClient, world: World, code: str, starts: list[datetime], peak_kw: Decimal, price: int) -> None:
+    isps = [
+        {"start": s.isoformat(), "quantity_kw": str((peak_kw * share).quantize(Decimal(1)))}
+        for s, share in zip(starts, _bell(len(starts)), strict=True)
+    ]
+    world.requests.append(
         api.call(
             "POST",
             "/flex-requests",
             {
-                "congestion_point_id": feeder["id"],
+                "congestion_point_id": world.points[code]["id"],
                 "direction": "up",
-                "max_price_per_mwh": str(rng.randrange(150, 400)),
-                "isps": [{"start": s, "quantity_kw": str(need)} for s in starts],
+                "max_price_per_mwh": str(price),
+                "isps": isps,
             },
             token=world.utility_token,
         )
-        requests += 1
-    offers = 0
-    batch: list[dict[str, Any]] = []
+    )
+
+
+def _post_requests(api: DemoClient, world: World, day: date) -> None:
+    """Sized from the flexibility connected below each point, so prices form and some need stays unmet."""
+    evening = isp_starts(day, EVENING)
+    flex_at: dict[str, Decimal] = {}
     for seller in world.households:
-        flexible = [a for a in seller.assets if a in ASSET_FLEX]
-        if not flexible or seller.site["congestion_point_id"] not in congested:
+        if seller.flex is not None:  # every flexible asset runs in the evening peak
+            flex_at[seller.point_code] = flex_at.get(seller.point_code, Decimal(0)) + seller.flex.kw
+    dc_kw = {code: Decimal(kw) for code, kw in zip(DATA_CENTER_FEEDERS, DATA_CENTER_KW, strict=True)}
+    for code, price in CONGESTED_FEEDERS.items():
+        # More than a data center's block, so an all-or-nothing block never over-procures.
+        peak = Decimal("0.8") * flex_at.get(code, Decimal(0)) + Decimal("1.4") * dc_kw.get(code, Decimal(0))
+        _request(api, world, code, evening, max(peak, Decimal(10)), price)
+    trafo, trafo_price = CONGESTED_TRANSFORMER
+    below = [c for c in world.points if world.parent_code(c) == trafo]
+    peak = Decimal("0.5") * sum((flex_at.get(c, Decimal(0)) + dc_kw.get(c, Decimal(0)) for c in below), Decimal(0))
+    _request(api, world, trafo, isp_starts(day, (17, 20)), peak, trafo_price)
+    code, price = MORNING_FEEDER
+    heat_pumps = sum(
+        (
+            s.flex.kw
+            for s in world.households
+            if s.flex is not None and MORNING in s.flex.windows and s.point_code == code
+        ),
+        Decimal(0),
+    )
+    _request(api, world, code, isp_starts(day, MORNING), max(Decimal("0.9") * heat_pumps, Decimal(5)), price)
+
+
+def _tranches(prices: list[tuple[int, Decimal]]) -> list[dict[str, str]]:
+    """A convex price curve for a portfolio: members' kW grouped by price, shares summing to exactly 1."""
+    total = sum((kw for _, kw in prices), Decimal(0))
+    by_price: dict[int, Decimal] = {}
+    for price, kw in sorted(prices):
+        band = price // 20 * 20 + 10  # 20-EUR bands keep the curve short (at most 20 tranches)
+        by_price[band] = by_price.get(band, Decimal(0)) + kw
+    shares = [(kw / total).quantize(Decimal("0.0001")) for kw in by_price.values()]
+    shares[-1] = Decimal(1) - sum(shares[:-1], Decimal(0))
+    return [{"share": str(s), "price_per_mwh": str(p)} for p, s in zip(by_price, shares, strict=True)]
+
+
+def _post_offers(api: DemoClient, world: World, day: date, rng: random.Random) -> None:
+    """Households offer their own flexibility; the aggregator batches one offer per portfolio; data
+    centers offer tranches, a block with a rebound, and an all-or-nothing block."""
+    members: dict[str, list[tuple[Seller, int]]] = {}
+    for seller in world.households:
+        if seller.flex is None:
             continue
-        kw, price = ASSET_FLEX[flexible[0]]
-        body: dict[str, Any] = {
-            "direction": "up",
-            "price_per_mwh": str(price + rng.randrange(0, 40)),
-            "isps": [{"start": s, "quantity_kw": str(kw)} for s in starts],
-        }
-        if flexible[0] == "battery":  # a 5 kWh battery, 80 % charged, cannot discharge all evening
-            body["storage"] = {"capacity_kwh": "5", "initial_kwh": "4", "efficiency": "0.92"}
+        price = seller.flex.price + rng.randrange(0, 40)  # each household prices its own comfort
         if seller.site["portfolio_id"] is not None:
-            batch.append({**body, "portfolio_id": seller.site["portfolio_id"]})
-        else:
-            api.call("POST", "/flex-offers", {**body, "site_id": seller.site["id"]}, token=seller.token)
-            offers += 1
-    if batch:
-        offers += api.call("POST", "/flex-offers/batch", {"offers": batch}, token=world.aggregator_token)["count"]
-    for seller in world.data_centers:
-        if seller.site["congestion_point_id"] not in congested:
+            members.setdefault(seller.point_code, []).append((seller, price))
             continue
-        rebound_day = datetime.fromisoformat(starts[-1]) + timedelta(hours=2)
-        api.call(
-            "POST",
-            "/flex-offers",
+        starts = [s for window in seller.flex.windows for s in isp_starts(day, window)]
+        body: dict[str, Any] = {
+            "site_id": seller.site["id"],
+            "direction": "up",
+            "price_per_mwh": str(price),
+            "isps": [{"start": s.isoformat(), "quantity_kw": str(seller.flex.kw)} for s in starts],
+        }
+        if "battery" in seller.assets and seller.flex is ASSET_FLEX["battery"]:
+            body["storage"] = {"capacity_kwh": "5", "initial_kwh": "4", "efficiency": "0.92"}
+        world.offers.append(api.call("POST", "/flex-offers", body, token=seller.token))
+    batch = []
+    for code, group in members.items():
+        quantities: dict[datetime, Decimal] = {}
+        for seller, _ in group:
+            assert seller.flex is not None  # noqa: S101
+            for window in seller.flex.windows:
+                for s in isp_starts(day, window):
+                    quantities[s] = quantities.get(s, Decimal(0)) + seller.flex.kw
+        curve = _tranches([(price, s.flex.kw) for s, price in group if s.flex is not None])
+        batch.append(
             {
-                "site_id": seller.site["id"],
+                "portfolio_id": world.portfolios[code]["id"],
                 "direction": "up",
-                "price_per_mwh": "210",
-                "block": True,
-                "isps": [{"start": s, "quantity_kw": "25"} for s in starts[:8]],
-                "rebound": [
-                    {"start": (rebound_day + timedelta(minutes=15 * i)).isoformat(), "quantity_kw": "12.5"}
-                    for i in range(4)
-                ],
-            },
-            token=seller.token,
+                "tranches": curve,
+                "isps": [{"start": s.isoformat(), "quantity_kw": str(kw)} for s, kw in sorted(quantities.items())],
+            }
         )
-        offers += 1
-    return requests, offers
+    if batch:
+        made = api.call("POST", "/flex-offers/batch", {"offers": batch}, token=world.aggregator_token)
+        world.offers += [api.call("GET", f"/flex-offers/{i}", token=world.aggregator_token) for i in made["ids"]]
+    for i, seller in enumerate(world.data_centers):
+        world.offers.append(api.call("POST", "/flex-offers", _data_center_offer(i, seller, day), token=seller.token))
+
+
+def _data_center_offer(i: int, seller: Seller, day: date) -> dict[str, Any]:
+    """The i-th data center's offer: tranches, a block with a rebound, or an all-or-nothing block."""
+    kw = Decimal(DATA_CENTER_KW[i % len(DATA_CENTER_KW)])
+    block = isp_starts(day, (17, 19))
+    body: dict[str, Any] = {"site_id": seller.site["id"], "direction": "up"}
+    if i == 0:  # shifts batch jobs: divisible, a cheap and a dear half
+        return body | {
+            "tranches": [{"share": "0.5", "price_per_mwh": "150"}, {"share": "0.5", "price_per_mwh": "200"}],
+            "isps": [{"start": s.isoformat(), "quantity_kw": str(kw)} for s in isp_starts(day, EVENING)],
+        }
+    if i == 1:  # pre-cools, then catches up after 21:00: a block with a rebound
+        rebound_start = datetime.combine(day, time(21), tzinfo=ZoneInfo(TIMEZONE))
+        return body | {
+            "price_per_mwh": "210",
+            "block": True,
+            "isps": [{"start": s.isoformat(), "quantity_kw": str(kw)} for s in block],
+            "rebound": [
+                {"start": (rebound_start + timedelta(minutes=15 * j)).isoformat(), "quantity_kw": str(kw / 2)}
+                for j in range(4)
+            ],
+        }
+    return body | {  # switches to its own generator: all or nothing
+        "price_per_mwh": str(190 + 10 * i),
+        "block": True,
+        "min_acceptance_fraction": "1",
+        "isps": [{"start": s.isoformat(), "quantity_kw": str(kw)} for s in block],
+    }
 
 
 def _clear(settings: Settings, market_id: str, day: date) -> tuple[str, datetime]:
     """Clear the day as the scheduled task does, with the clock set just past the gate."""
-    import uuid  # noqa: PLC0415 - local to the one place ids are parsed
-
     factory = make_session_factory(make_engine(settings.database.url))
     with unit_of_work(factory) as session:
         market = get_market(session, uuid.UUID(market_id))
@@ -282,42 +538,10 @@ def _clear(settings: Settings, market_id: str, day: date) -> tuple[str, datetime
         return str(run.id), gate
 
 
-def run_demo(settings: Settings, console: Console | None = None) -> dict[str, Any]:
-    """Run the demo market day; print and return its summary."""
-    console = console or Console()
-    rng = random.Random(20261125)  # noqa: S311 - reproducible demo data, not a secret
-    upgrade(settings.database.url)
-    token = _operator_token(settings)
-    suffix = secrets.token_hex(3)
-    day = _delivery_day(datetime.now(UTC))
-    with TestClient(app=create_app(settings)) as http:
-        api = DemoClient(http, token)
-        with console.status("building the market, grid and participants"):
-            world = _build_grid(api, suffix)
-            _add_participants(api, world, rng, suffix)
-        mid = world.market["id"]
-        with console.status(f"posting requests and offers for {day}"):
-            requests, offers = _post_orders(api, world, day, rng)
-        with console.status("clearing at gate closure"):
-            run_id, gate = _clear(settings, mid, day)
-        run = api.call("GET", f"/clearings/{run_id}")
-        prices = api.call("GET", f"/clearings/{run_id}/prices")
-        awards = api.call("GET", f"/clearings/{run_id}/awards?limit=1000")
-        relief = api.call("GET", f"/markets/{mid}/relief")
-        dst_day = api.call("GET", f"/markets/{mid}/delivery-days/2027-03-28")
-
-    codes = {f["id"]: f["code"] for f in world.feeders}
-    console.print(
-        f"[bold green]Market[/] {world.market['code']} ({TIMEZONE}, 15-minute ISPs, pay-as-clear, gate D-1 12:00)"
-    )
-    console.print(world.tree)
-    console.print(
-        f"Participants: {HOUSEHOLDS} households ({world.members} in {len(world.portfolios)} aggregator "
-        f"portfolios), {DATA_CENTERS} data centers, 1 utility; {len(relief)} relief factors"
-    )
-    console.print(f"Delivery day {day}: {requests} requests and {offers} offers; gate closed {gate.isoformat()}")
-    table = Table(title=f"Prices per congestion point, {day} {PEAK_HOURS[0]}:00-{PEAK_HOURS[-1] + 1}:00 (EUR/MWh)")
-    for column in ("congestion point", "ISPs", "requested kW", "procured kW", "unmet kW", "price min", "price max"):
+def _prices_table(world: World, day: date, prices: list[dict[str, Any]]) -> Table:
+    codes = world.codes
+    table = Table(title=f"Prices per congestion point, {day} (EUR/MWh)")
+    for column in ("congestion point", "ISPs", "requested kWh", "procured kWh", "unmet kWh", "price min", "price max"):
         table.add_column(column, justify="right")
     by_point: dict[str, list[dict[str, Any]]] = {}
     for p in prices:
@@ -326,35 +550,131 @@ def run_demo(settings: Settings, console: Console | None = None) -> dict[str, An
         table.add_row(
             code,
             str(len(rows)),
-            str(sum(Decimal(r["requested_kw"]) for r in rows)),
-            str(sum(Decimal(r["procured_kw"]) for r in rows)),
-            str(sum(Decimal(r["unmet_kw"]) for r in rows)),
-            min((r["price_per_mwh"] for r in rows), key=Decimal),
-            max((r["price_per_mwh"] for r in rows), key=Decimal),
+            *(
+                _kwh(sum((Decimal(r[key]) for r in rows), Decimal(0)))
+                for key in ("requested_kw", "procured_kw", "unmet_kw")
+            ),
+            str(min(Decimal(r["price_per_mwh"]) for r in rows).quantize(Decimal("0.01"))),
+            str(max(Decimal(r["price_per_mwh"]) for r in rows).quantize(Decimal("0.01"))),
         )
-    console.print(table)
-    isp_hours = Decimal(15) / 60
-    procured_kwh = sum((Decimal(a["accepted_kw"]) for a in awards["items"]), Decimal(0)) * isp_hours
-    payments = (
-        sum((Decimal(a["accepted_kw"]) * Decimal(a["price_per_mwh"]) for a in awards["items"]), Decimal(0))
-        * isp_hours
-        / 1000
+    return table
+
+
+def _kwh(kw_isps: Decimal) -> str:
+    """Σ kW over ISPs as kWh, to the watt-hour."""
+    return str((kw_isps * ISP_HOURS).quantize(Decimal("0.001")))
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description:<28}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
     )
-    console.print(
-        f"Awards: {awards['total']} FlexOrder ISPs, {procured_kwh.quantize(Decimal('0.001'))} kWh procured, "
-        f"EUR {payments.quantize(Decimal('0.01'))} to sellers; welfare EUR {run['welfare']}"
-    )
-    console.print(
-        f"Clearing run {run_id}: input hash {run['input_hash'][:16]}…, result hash {run['result_hash'][:16]}…"
-    )
-    console.print(f"Clock-change day 2027-03-28 has {dst_day['isp_count']} ISPs")
-    console.print(f"Database: {settings.database.url}")
-    return {
+
+
+def run_demo(
+    settings: Settings,
+    console: Console | None = None,
+    households: int = HOUSEHOLDS,
+    output_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Run the demo market day with ``households`` households; print the summary and return the
+    report data (``run.report``). Files (the report, statements) go to ``output_dir`` (default: the
+    working directory)."""
+    console = console or Console()
+    rng = random.Random(20261125)  # noqa: S311 - reproducible demo data, not a secret
+    started = clock.monotonic()
+    upgrade(settings.database.url)
+    token = _operator_token(settings)
+    suffix = secrets.token_hex(3)
+    day = _delivery_day(datetime.now(UTC))
+    stages = load_stages()
+    with TestClient(app=create_app(settings)) as http, _progress(console) as progress:
+        api = DemoClient(http, token)
+        task = progress.add_task("starting", total=3 + sum(s.steps for s in stages))
+        with progress_step(progress, task, f"building {households} households, grid"):
+            world = _build_grid(api, suffix)
+            _add_participants(api, world, rng, suffix, households)
+        run = DemoRun(api, settings, world, day, console, progress, task, rng, output_dir or Path.cwd())
+        run.timings["build"] = clock.monotonic() - started
+        with run.step("orders"):
+            _post_requests(api, world, day)
+            _post_offers(api, world, day, rng)
+        for stage in stages:
+            if stage.before_gate is not None:
+                stage.before_gate(run)
+        with run.step("clearing"):
+            _clear_and_read(run)
+        for stage in stages:
+            stage.after_clearing(run)
+        progress.update(task, description=f"done in {clock.monotonic() - started:.0f} s")
+    _print_summary(run, started)
+    return run.report
+
+
+def _clear_and_read(run: DemoRun) -> None:
+    """Clear at gate closure, then read the results back through the API into ``run.report``."""
+    api, world, mid = run.api, run.world, run.world.market["id"]
+    run.clearing_run_id, run.gate = _clear(run.settings, mid, run.day)
+    run.report |= {
         "market": world.market,
-        "requests": requests,
-        "offers": offers,
-        "awards": awards["total"],
-        "run": run,
-        "dst_day_isps": dst_day["isp_count"],
-        "portfolio_members": world.members,
+        "points": world.codes,
+        "requests": world.requests,
+        "offers": world.offers,
+        "clearing": api.call("GET", f"/clearings/{run.clearing_run_id}"),
+        "prices": api.call("GET", f"/clearings/{run.clearing_run_id}/prices"),
+        "awards": api.all_pages(f"/clearings/{run.clearing_run_id}/awards"),
+        "offer_results": api.all_pages(f"/clearings/{run.clearing_run_id}/offer-results"),
+        "relief": api.call("GET", f"/markets/{mid}/relief"),
+        "dst_day": api.call("GET", f"/markets/{mid}/delivery-days/2027-03-28"),
     }
+
+
+def _print_summary(run: DemoRun, started: float) -> None:
+    console, world, report = run.console, run.world, run.report
+    console.print(
+        f"[bold green]Market[/] {world.market['code']} ({TIMEZONE}, 15-minute ISPs, pay-as-clear, gate D-1 12:00)"
+    )
+    console.print(world.tree)
+    flexible = sum(1 for s in world.households if s.flex is not None)
+    console.print(
+        f"Participants: {len(world.households)} households ({flexible} with flexible assets, {world.members} in "
+        f"{len(world.portfolios)} aggregator portfolios), {len(world.data_centers)} data centers, 1 aggregator, "
+        f"1 utility; {len(report['relief'])} relief factors"
+    )
+    console.print(
+        f"Delivery day {run.day}: {len(world.requests)} requests and {len(world.offers)} offers; "
+        f"gate closed {run.gate.isoformat() if run.gate else '?'}"
+    )
+    console.print(_prices_table(world, run.day, report["prices"]))
+    awards, cleared = report["awards"], report["clearing"]
+    procured_kwh = sum((Decimal(a["accepted_kw"]) for a in awards), Decimal(0)) * ISP_HOURS
+    payments = sum((Decimal(a["accepted_kw"]) * Decimal(a["price_per_mwh"]) for a in awards), Decimal(0)) * ISP_HOURS
+    accepted = sum(1 for r in report["offer_results"] if r["outcome"] == "accepted")
+    console.print(
+        f"Awards: {len(awards)} FlexOrder ISPs on {accepted} of {len(report['offer_results'])} offers, "
+        f"{procured_kwh.quantize(Decimal('0.001'))} kWh procured, EUR {(payments / 1000).quantize(Decimal('0.01'))} "
+        f"ordered; welfare EUR {cleared['welfare']}"
+    )
+    console.print(
+        f"Clearing run {run.clearing_run_id}: input hash {cleared['input_hash'][:16]}…, "
+        f"result hash {cleared['result_hash'][:16]}…"
+    )
+    for renderable in run.summary:
+        console.print(renderable)
+    console.print(f"Clock-change day 2027-03-28 has {report['dst_day']['isp_count']} ISPs")
+    console.print(f"Database: {make_url(run.settings.database.url).render_as_string(hide_password=True)}")
+    steps = ", ".join(f"{label} {seconds:.1f}" for label, seconds in run.timings.items())
+    console.print(f"Finished in {clock.monotonic() - started:.1f} s (seconds per step: {steps})")
+
+
+@contextmanager
+def progress_step(progress: Progress, task: TaskID, label: str) -> Iterator[None]:
+    """A progress step before the :class:`DemoRun` exists (building the world)."""
+    progress.update(task, description=label)
+    yield
+    progress.advance(task)

@@ -39,4 +39,6 @@ CONTEXT = Context(
         "schedule-settlements": {"task": "settlement.runs.schedule_settlements", "schedule": 60.0},
         "resend-pending-meter-files": {"task": "settlement.metering.resend_pending_meter_files", "schedule": 60.0},
     },
+    # flexmarket demo: baselines before the gate; meter data, delivery, settlement, statements, report after.
+    demo_stages=["settlement.demo:STAGE"],
 )

@@ -26,6 +26,9 @@ class Context:
     task_modules: list[str] = field(default_factory=list)
     beat_schedule: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Celery beat entries. Beat only wakes tasks; what is due is decided from the database."""
+    demo_stages: list[str] = field(default_factory=list)
+    """``module:attribute`` paths of :class:`market.demo.DemoStage` objects that ``flexmarket demo`` runs
+    (imported only by the demo, so contexts add steps to it without ``market`` importing them)."""
 
 
 def load_contexts() -> list[Context]:

@@ -26,10 +26,11 @@ def test_bootstrap_operator_prints_a_working_key_once(tmp_path: Path, monkeypatc
 
 
 def test_demo_runs_on_the_embedded_default(tmp_path: Path) -> None:
-    """Exactly what the README tells a newcomer to run, in a fresh directory with no services."""
+    """What the README tells a newcomer to run, in a fresh directory with no services; at 60 households
+    (the default is 300) to keep the suite fast: the same stages, a smaller world."""
     env = {"PATH": str(Path(sys.executable).parent), "HOME": str(tmp_path), "COLUMNS": "160"}
     result = subprocess.run(  # noqa: S603 - our own CLI, fixed arguments
-        [str(Path(sys.executable).parent / "flexmarket"), "demo"],
+        [str(Path(sys.executable).parent / "flexmarket"), "demo", "--households", "60"],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -37,10 +38,40 @@ def test_demo_runs_on_the_embedded_default(tmp_path: Path) -> None:
         timeout=300,
         check=False,
     )
-    assert result.returncode == 0, result.stderr
-    assert "Clock-change day 2027-03-28 has 92 ISPs" in result.stdout
-    assert "24 households (4 in 2 aggregator portfolios)" in result.stdout
-    assert "Prices per congestion point" in result.stdout
-    assert "FlexOrder ISPs" in result.stdout
-    assert "HTTP Request" not in result.stdout
+    out = result.stdout
+    assert result.returncode == 0, result.stderr + out
+    assert "Clock-change day 2027-03-28 has 92 ISPs" in out
+    assert re.search(r"60 households \(\d+ with flexible assets, \d+ in 3 aggregator portfolios\), 4 data centers", out)
+    assert "Prices per congestion point" in out
+    assert "FlexOrder ISPs" in out
+    assert "HTTP Request" not in out
     assert (tmp_path / "flexmarket.db").exists()
+
+    # Settlement: meter data from the utility, delivery, money, penalties, a zero trial balance.
+    assert re.search(r"Meter data: 15 files from the utility, [\d,]+ readings stored, 0 rejected", out)
+    assert "Settlement of" in out
+    paid = re.search(r"Utilisation paid to sellers\s*│\s*([\d.]+)", out)
+    penalties = re.search(r"Under-delivery penalties \(to the utility\)\s*│\s*([\d.]+)", out)
+    assert paid, out
+    assert penalties, out
+    assert float(paid.group(1)) > 0
+    assert float(penalties.group(1)) > 0  # some sites under-deliver by design
+    assert re.search(r"Trial balance \(must be 0\)\s*│\s*0\.00 ", out)
+    issued = re.search(r"Statements issued: (\d+)", out)
+    assert issued
+    assert int(issued.group(1)) > 2
+
+    # The report: one offline file with the plots; the statements as CSV and PDF.
+    report = (tmp_path / "flexmarket-report.html").read_text(encoding="utf-8")
+    assert report.count("plotly.js v") == 1  # the library inlined once, no CDN
+    assert "<script src=" not in report
+    for title in ("Prices over the day per congestion point", "Merit order at", "nominated baseline", "Money"):
+        assert title in report
+    statements = tmp_path / "flexmarket-statements"
+    pdfs = sorted(statements.glob("*.pdf"))
+    csvs = sorted(statements.glob("*.csv"))
+    assert pdfs
+    assert len(pdfs) == len(csvs)
+    assert all(p.read_bytes().startswith(b"%PDF") for p in pdfs)
+    assert any("utility" in p.name for p in csvs)
+    assert str(statements / csvs[0].name) in out
