@@ -16,12 +16,33 @@ equations), and then the solver's own dual is the price.
 
 from __future__ import annotations
 
+import os
+import sys
+
 import highspy
 import numpy as np
 import scipy.sparse as sp
 
 from market.clearing.model import RELIEF, FloatArray, LinearModel
 from market.clearing.solve import Solution, SolverError
+
+
+def _first_highs_quietly() -> None:
+    """HiGHS writes its banner to the process's stdout (file descriptor 1, not ``sys.stdout``) when
+    the first instance is made, before any option can silence it. Make that instance at import, with
+    descriptor 1 pointed at /dev/null, so the CLI's output and logs stay clean."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+            highspy.Highs()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+_first_highs_quietly()
 
 PRIMAL_TOL = 1e-6
 """kW: a value closer than this to a bound is at the bound."""
