@@ -33,7 +33,6 @@ def upgrade() -> None:
     sa.Column('line_count', sa.Integer(), nullable=False),
     sa.Column('amount_due', market.core.db.ExactDecimal(20, 6), nullable=False),
     sa.Column('currency', sa.String(length=3), nullable=False),
-    sa.Column('document', sa.LargeBinary(), nullable=False),
     sa.Column('supersedes_id', sa.Uuid(), nullable=True),
     sa.Column('issued_by', sa.String(length=64), nullable=False),
     sa.Column('issued_at', advanced_alchemy.types.datetime.DateTimeUTC(timezone=True), nullable=False),

@@ -39,7 +39,7 @@ from sqlalchemy.orm import Session
 
 from market.auth.principal import Principal
 from market.clearing.models import ClearingRun
-from market.core.bulk import copy_in, read_frame
+from market.core.bulk import copy_in, is_postgres, read_frame
 from market.core.errors import NotFound
 from market.grid.models import CongestionPoint
 from market.markets.models import Market
@@ -128,6 +128,8 @@ _AWARD_SCHEMA = {
     "seller_id": pl.String,
     "direction": pl.String,
     "accepted_kw": pl.Int64,
+    "price_per_mwh": pl.Int64,
+    "utility_id": pl.String,
     "site_id": pl.String,
     "portfolio_id": pl.String,
 }
@@ -145,13 +147,15 @@ def _awards(session: Session, clearing: ClearingRun) -> pl.DataFrame:
     return read_frame(
         session,
         """
-        SELECT fo.offer_id, fo.isp_start, fo.seller_id, fo.direction, fo.accepted_kw, o.site_id, o.portfolio_id
+        SELECT fo.offer_id, fo.isp_start, fo.seller_id, fo.direction, fo.accepted_kw, fo.price_per_mwh,
+               cp.utility_id, o.site_id, o.portfolio_id
         FROM flex_order fo JOIN flex_offer o ON o.id = fo.offer_id
+        JOIN congestion_point cp ON cp.id = fo.congestion_point_id
         WHERE fo.run_id = :clearing AND fo.accepted_kw > 0
         """,
         {"clearing": clearing.id},
         _AWARD_SCHEMA,
-        micro_columns=("accepted_kw",),
+        micro_columns=("accepted_kw", "price_per_mwh"),
     )
 
 
@@ -159,24 +163,39 @@ def _sites(session: Session, clearing: ClearingRun) -> pl.DataFrame:
     """Every site the day's awards involve (offered directly, or a member of an awarded portfolio)."""
     sites = read_frame(
         session,
-        f"SELECT s.id, s.portfolio_id FROM site s WHERE s.id IN (SELECT id FROM ({_SITES_OF_RUN}) AS involved)",  # noqa: S608 - fixed SQL
+        f"SELECT s.id, s.portfolio_id, s.owner_id FROM site s WHERE s.id IN (SELECT id FROM ({_SITES_OF_RUN}) AS x)",  # noqa: S608
         {"clearing": clearing.id},
-        {"id": pl.String, "portfolio_id": pl.String},
+        {"id": pl.String, "portfolio_id": pl.String, "owner_id": pl.String},
     )
     return sites.sort("id").with_row_index("resource").with_columns(pl.col("resource").cast(pl.UInt32))
 
 
+def _current_version(session: Session, table: str, key: str, columns: str, where: str) -> str:
+    """SQL for the latest version of each (``key``, isp_start) row of ``table`` matching ``where``:
+    ``DISTINCT ON`` on PostgreSQL (one ordered index scan), a correlated MAX elsewhere."""
+    if is_postgres(session):
+        return (
+            f"SELECT DISTINCT ON (t.{key}, t.isp_start) {columns} FROM {table} t WHERE {where} "  # noqa: S608 - fixed SQL
+            f"ORDER BY t.{key}, t.isp_start, t.version DESC"
+        )
+    return (
+        f"SELECT {columns} FROM {table} t WHERE {where} AND t.version = "  # noqa: S608 - fixed SQL
+        f"(SELECT MAX(t2.version) FROM {table} t2 WHERE t2.{key} = t.{key} AND t2.isp_start = t.isp_start)"
+    )
+
+
 def _readings(session: Session, clearing: ClearingRun, start: datetime, end: datetime) -> pl.DataFrame:
     """Current readings of the involved sites in [start, end): site_id, isp_start, net_kwh (Int64 millionths)."""
+    sql = _current_version(
+        session,
+        "meter_reading",
+        "site_id",
+        "t.site_id, t.isp_start, t.import_kwh, t.export_kwh",
+        f"t.site_id IN (SELECT id FROM ({_SITES_OF_RUN}) AS x) AND t.isp_start >= :start AND t.isp_start < :end",  # noqa: S608
+    )
     frame = read_frame(
         session,
-        f"""
-        SELECT r.site_id, r.isp_start, r.import_kwh, r.export_kwh FROM meter_reading r
-        WHERE r.site_id IN (SELECT id FROM ({_SITES_OF_RUN}) AS involved)
-          AND r.isp_start >= :start AND r.isp_start < :end
-          AND r.version = (SELECT MAX(r2.version) FROM meter_reading r2
-                           WHERE r2.site_id = r.site_id AND r2.isp_start = r.isp_start)
-        """,  # noqa: S608 - fixed SQL
+        sql,
         {"clearing": clearing.id, "start": start, "end": end},
         {"site_id": pl.String, "isp_start": pl.Datetime("us", "UTC"), "import_kwh": pl.Int64, "export_kwh": pl.Int64},
         micro_columns=("import_kwh", "export_kwh"),
@@ -208,14 +227,16 @@ def _excluded_days(
 
 def _nominations(session: Session, market: Market, sites: pl.DataFrame, start: datetime, end: datetime) -> pl.DataFrame:
     """Latest nominated kW per site and ISP of the day, as (resource, day, slot, kw)."""
+    sql = _current_version(
+        session,
+        "baseline_nomination",
+        "resource_id",
+        "t.resource_id, t.isp_start, t.kw",
+        "t.market_id = :market AND t.resource_kind = 'site' AND t.isp_start >= :start AND t.isp_start < :end",
+    )
     raw = read_frame(
         session,
-        """
-        SELECT n.resource_id, n.isp_start, n.kw FROM baseline_nomination n
-        WHERE n.market_id = :market AND n.resource_kind = 'site' AND n.isp_start >= :start AND n.isp_start < :end
-          AND n.version = (SELECT MAX(n2.version) FROM baseline_nomination n2
-                           WHERE n2.resource_id = n.resource_id AND n2.isp_start = n.isp_start)
-        """,
+        sql,
         {"market": market.id, "start": start, "end": end},
         {"resource_id": pl.String, "isp_start": pl.Datetime("us", "UTC"), "kw": pl.Int64},
         micro_columns=("kw",),
@@ -228,9 +249,23 @@ def _nominations(session: Session, market: Market, sites: pl.DataFrame, start: d
     )
 
 
-def compute_delivery(
-    session: Session, market: Market, day: date, clearing: ClearingRun, now: datetime
-) -> DeliveryComputation:
+@dataclass(frozen=True)
+class Delivery:
+    """A verified day: the stored computation and, in memory, what it stored plus what settlement needs
+    next (award prices, paying utilities, portfolio and owner ids), so nothing is read back."""
+
+    computation: DeliveryComputation
+    lines: pl.DataFrame
+    """offer_id, isp_start, seller_id, utility_id, portfolio_id, ordered_kw, delivered_kw, price_per_mwh."""
+    members: pl.DataFrame
+    """offer_id, site_id, owner_id, isp_start, delivered_kw (portfolio offers' member sites)."""
+
+
+LIKE_DAY_METHODS = frozenset({BaselineMethod.HIGH_X_OF_Y, BaselineMethod.MIDDLE_X_OF_Y, BaselineMethod.Y_DAY_AVERAGE})
+"""Methods that read earlier days; the others (nominated, meter before/after) read the day itself only."""
+
+
+def compute_delivery(session: Session, market: Market, day: date, clearing: ClearingRun, now: datetime) -> Delivery:
     """Verify the day's awards against meter data and baselines; store a new computation if its content changed."""
     clock = clock_of(market)
     day_start, day_end = clock.day_bounds(day)
@@ -246,7 +281,9 @@ def compute_delivery(
         )
         for row in sites.iter_rows(named=True)
     }
-    lookback = max((m.params.max_lookback_days for m in site_methods.values()), default=0)
+    lookback = max(
+        (m.params.max_lookback_days for m in site_methods.values() if m.method in LIKE_DAY_METHODS), default=0
+    )
     history_start = clock.day_bounds(day - timedelta(days=lookback))[0]
     readings = _readings(session, clearing, history_start, day_end)
     per_isp_kw = 60 // market.isp_minutes
@@ -321,22 +358,36 @@ def compute_delivery(
             method_version=pl.lit(1, pl.Int64),
         )
     site_lines = _delivered(site_lines)
-    lines, member_lines = _offer_lines(awards.filter(pl.col("day") == day), site_lines, sites)
-    return _store(session, market, day, clearing, lines, member_lines, now)
+    day_awards = awards.filter(pl.col("day") == day)
+    lines, member_lines = _offer_lines(day_awards, site_lines, sites)
+    computation = _store(session, market, day, clearing, lines, member_lines, now)
+    settle = lines.join(
+        day_awards.select("offer_id", "isp_start", "price_per_mwh", "utility_id", "portfolio_id"),
+        on=["offer_id", "isp_start"],
+    ).select(
+        "offer_id", "isp_start", "seller_id", "utility_id", "portfolio_id", "ordered_kw", "delivered_kw",
+        "price_per_mwh",
+    )  # fmt: skip
+    members = member_lines.join(sites.select(site_id="id", owner_id="owner_id"), on="site_id").select(
+        "offer_id", "site_id", "owner_id", "isp_start", "delivered_kw"
+    )
+    return Delivery(computation, settle, members)
 
 
 def site_history(
     session: Session, market: Market, site: Site, start: datetime, end: datetime
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """One site's readings in [start, end) as baseline input (resource 0), and its days with awards."""
+    sql = _current_version(
+        session,
+        "meter_reading",
+        "site_id",
+        "t.isp_start, t.import_kwh, t.export_kwh",
+        "t.site_id = :site AND t.isp_start >= :start AND t.isp_start < :end",
+    )
     frame = read_frame(
         session,
-        """
-        SELECT r.isp_start, r.import_kwh, r.export_kwh FROM meter_reading r
-        WHERE r.site_id = :site AND r.isp_start >= :start AND r.isp_start < :end
-          AND r.version = (SELECT MAX(r2.version) FROM meter_reading r2
-                           WHERE r2.site_id = r.site_id AND r2.isp_start = r.isp_start)
-        """,
+        sql,
         {"site": site.id, "start": start, "end": end},
         {"isp_start": pl.Datetime("us", "UTC"), "import_kwh": pl.Int64, "export_kwh": pl.Int64},
         micro_columns=("import_kwh", "export_kwh"),
@@ -520,7 +571,7 @@ def verify_day(session: Session, market_id: uuid.UUID, day: date, now: datetime)
     )
     if clearing is None or clearing.status is not RunStatus.DONE:
         raise Conflict.on("day", f"delivery day {day} has not been cleared")
-    return compute_delivery(session, market, day, clearing, now)
+    return compute_delivery(session, market, day, clearing, now).computation
 
 
 def lines_of_offer(session: Session, principal: Principal, offer_id: uuid.UUID) -> list[DeliveryLine]:

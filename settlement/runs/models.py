@@ -106,7 +106,8 @@ class SettlementLine(Base):
     offer_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     isp_start: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), primary_key=True)
     seller_id: Mapped[uuid.UUID] = mapped_column(index=True)
-    utility_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    # No index: a market has few utilities, so one would cost every COPY and select almost nothing.
+    utility_id: Mapped[uuid.UUID]
     ordered_kw: Mapped[Decimal] = mapped_column(ExactDecimal(20, 6))
     delivered_kw: Mapped[Decimal] = mapped_column(ExactDecimal(20, 6))
     shortfall_kw: Mapped[Decimal] = mapped_column(ExactDecimal(20, 6))

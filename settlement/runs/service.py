@@ -30,13 +30,14 @@ from sqlalchemy.orm import Session
 
 from market.auth.principal import Principal
 from market.clearing.models import ClearingRun, RunStatus
-from market.core.bulk import MICRO, copy_in, from_micro, is_postgres, read_frame
+from market.core import audit
+from market.core.bulk import MICRO, copy_in, from_micro, is_postgres
 from market.core.errors import Conflict, InvalidInput, NotFound
 from market.core.queries import Page, paginate
 from market.markets.models import Market
 from market.markets.service import clock_of, get_market
 from settlement.delivery.models import DeliveryComputation
-from settlement.delivery.service import compute_delivery
+from settlement.delivery.service import Delivery, compute_delivery
 from settlement.ledger.models import AccountKind, EntryKind
 from settlement.ledger.service import Transfer, account_for, accounts_for, post, posted_totals
 from settlement.metering.models import ResettlementMark
@@ -176,7 +177,8 @@ def settle_day(
         return SettleOutcome(runs[-1], created=False)  # a redelivered final task: the day is closed already
     clearing = require_settleable(session, market, day, kind, now)
     terms = terms_of(session, market).terms
-    computation = compute_delivery(session, market, day, clearing, now)
+    delivery = compute_delivery(session, market, day, clearing, now)
+    computation = delivery.computation
     inputs_hash = _inputs_hash(computation, clearing, terms)
     if kind is RunKind.RECONCILIATION and runs and runs[-1].inputs_hash == inputs_hash:
         consume_marks(session, market_id, day, runs[-1].id)
@@ -199,9 +201,10 @@ def settle_day(
     )
     session.add(run)
     session.flush()
+    audit.record(session, "settlement.run", "settlement_run", run.id, after=audit.snapshot(run), actor=triggered_by)
 
-    lines = _settle_lines(session, run, computation, clearing, terms)
-    shares = _pass_through(session, run, computation, lines, terms)
+    lines = _settle_lines(market, delivery, terms)
+    shares = _pass_through(market, run, delivery, lines, terms)
     run.line_count = copy_in(session, SettlementLine.__tablename__, _line_rows(run, lines), micro_columns=_LINE_MICRO)
     copy_in(session, PassThroughShare.__tablename__, shares, micro_columns=("delivered_kwh", "share"))
     run.entry_count = _post_differences(session, market, run, lines, shares, terms)
@@ -231,41 +234,9 @@ _LINE_MICRO = (
 )
 
 
-def _settle_lines(
-    session: Session,
-    run: SettlementRun,
-    computation: DeliveryComputation,
-    clearing: ClearingRun,
-    terms: SettlementTerms,
-) -> pl.DataFrame:
+def _settle_lines(market: Market, delivery: Delivery, terms: SettlementTerms) -> pl.DataFrame:
     """Every award line of the day with its delivery and amounts (money as Int64 millionths)."""
-    market = session.get(Market, run.market_id)
-    assert market is not None  # noqa: S101 - the run's market was loaded by the caller
-    frame = read_frame(
-        session,
-        """
-        SELECT d.offer_id, d.isp_start, d.seller_id, cp.utility_id, o.portfolio_id,
-               d.ordered_kw, d.delivered_kw, fo.price_per_mwh
-        FROM delivery_line d
-        JOIN flex_order fo ON fo.run_id = :clearing AND fo.offer_id = d.offer_id AND fo.isp_start = d.isp_start
-        JOIN congestion_point cp ON cp.id = fo.congestion_point_id
-        JOIN flex_offer o ON o.id = d.offer_id
-        WHERE d.computation_id = :computation
-        """,
-        {"clearing": clearing.id, "computation": computation.id},
-        {
-            "offer_id": pl.String,
-            "isp_start": pl.Datetime("us", "UTC"),
-            "seller_id": pl.String,
-            "utility_id": pl.String,
-            "portfolio_id": pl.String,
-            "ordered_kw": pl.Int64,
-            "delivered_kw": pl.Int64,
-            "price_per_mwh": pl.Int64,
-        },
-        micro_columns=("ordered_kw", "delivered_kw", "price_per_mwh"),
-    )
-    amounts = frame_amounts(frame.with_columns(isp_minutes=pl.lit(market.isp_minutes, pl.Int64)), terms)
+    amounts = frame_amounts(delivery.lines.with_columns(isp_minutes=pl.lit(market.isp_minutes, pl.Int64)), terms)
     to_micro = 10 ** (6 - minor_units(terms.currency))
     return amounts.select(
         "offer_id",
@@ -290,11 +261,7 @@ def _line_rows(run: SettlementRun, lines: pl.DataFrame) -> pl.DataFrame:
 
 
 def _pass_through(
-    session: Session,
-    run: SettlementRun,
-    computation: DeliveryComputation,
-    lines: pl.DataFrame,
-    terms: SettlementTerms,
+    market: Market, run: SettlementRun, delivery: Delivery, lines: pl.DataFrame, terms: SettlementTerms
 ) -> pl.DataFrame:
     """Shares of each portfolio offer's net revenue for its member sites' owners, by delivered energy.
 
@@ -323,20 +290,8 @@ def _pass_through(
     )
     if portfolio_nets.is_empty():
         return pl.DataFrame(schema=schema)
-    market = session.get(Market, run.market_id)
-    assert market is not None  # noqa: S101 - loaded by the caller
     hours_num, hours_den = market.isp_minutes, 60
-    members = read_frame(
-        session,
-        """
-        SELECT m.offer_id, m.site_id, s.owner_id, m.delivered_kw
-        FROM member_delivery m JOIN site s ON s.id = m.site_id
-        WHERE m.computation_id = :computation
-        """,
-        {"computation": computation.id},
-        {"offer_id": pl.String, "site_id": pl.String, "owner_id": pl.String, "delivered_kw": pl.Int64},
-        micro_columns=("delivered_kw",),
-    )
+    members = delivery.members
     weights = (
         members.group_by("offer_id", "site_id", "owner_id")
         .agg((pl.col("delivered_kw").clip(lower_bound=0).sum() * hours_num // hours_den).alias("delivered_kwh"))

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, Operation, Schema
+from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
 from litestar.pagination import OffsetPagination
 from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.types import ControllerRouterHandler
@@ -27,6 +31,24 @@ from settlement.statements.tasks import issue_all, issue_all_task_id
 Format = Literal["json", "csv", "pdf"]
 
 
+@dataclass
+class _Document(Operation):
+    """Document the three renderings of a statement, which Litestar sees only as ``bytes``."""
+
+    def __post_init__(self) -> None:
+        if self.responses is not None:
+            self.responses["200"] = OpenAPIResponse(
+                description="The statement document: JSON, CSV or PDF as ?format asks",
+                content={
+                    "application/json": OpenAPIMediaType(schema=Schema(type=OpenAPIType.OBJECT)),
+                    "text/csv": OpenAPIMediaType(schema=Schema(type=OpenAPIType.STRING)),
+                    "application/pdf": OpenAPIMediaType(
+                        schema=Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY)
+                    ),
+                },
+            )
+
+
 class StatementController(Controller):
     tags = ("statements",)
     guards = [requires(Scope.FINANCE)]  # noqa: RUF012 - litestar's own attribute
@@ -35,6 +57,7 @@ class StatementController(Controller):
         "/participants/{participant_id:uuid}/statements",
         sync_to_thread=True,
         summary="Issue one's statement for a period (201), or return the one already issued for the same runs (200)",
+        responses={200: ResponseSpec(StatementRead, description="The statement already issued for the same runs")},
     )
     def issue(
         self,
@@ -78,7 +101,7 @@ class StatementController(Controller):
         "/statements/{statement_id:uuid}/document",
         sync_to_thread=True,
         summary="Download a statement as JSON, CSV or PDF, exactly as issued",
-        responses=None,
+        operation_class=_Document,
     )
     def document(
         self,
@@ -89,8 +112,9 @@ class StatementController(Controller):
     ) -> Response[bytes]:
         statement = service.get_statement(db_session, principal, statement_id)
         media_type, render = RENDERERS[format]
-        # JSON is the stored document itself; CSV and PDF are rendered from it, so all three agree.
-        body = statement.document if format == "json" else render(service.document_of(statement))
+        # Rebuilt from the runs the statement was issued on, which never change: every format and every
+        # download shows the issued figures.
+        body = render(service.document_of(db_session, statement))
         name = f"statement-{statement.number}.{format}"
         return Response(
             content=body,

@@ -1,8 +1,9 @@
 """Issued statements and the per-issuer number sequence.
 
-An issued statement is frozen: its document is stored as the JSON rendering, so every later
-download (JSON, CSV or PDF) shows exactly the figures and number that were issued. When later runs
-change a period, issuing again makes a new statement with the next number that supersedes the old.
+An issued statement is frozen: it names the settlement runs it covers (which never change), so every
+later download (JSON, CSV or PDF) is rebuilt from exactly those runs and shows the figures and number
+that were issued. When later runs change a period, issuing again makes a new statement with the
+next number that supersedes the old.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 from advanced_alchemy.types import DateTimeUTC
-from sqlalchemy import JSON, Date, ForeignKey, Index, LargeBinary, String, UniqueConstraint
+from sqlalchemy import JSON, Date, ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from market.core.db import Base, ExactDecimal, IdMixin, utcnow
@@ -46,11 +47,10 @@ class Statement(IdMixin, Base):
     runs_key: Mapped[str] = mapped_column(String(64))
     """Hash of the settlement runs the statement covers: issuing again with the same runs returns this one."""
     runs: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    """``[{"id", "day", "kind", "version"}]``: the run of each settled day the statement covers."""
     line_count: Mapped[int]
     amount_due: Mapped[Decimal] = mapped_column(ExactDecimal(20, 6))
     currency: Mapped[str] = mapped_column(String(3))
-    document: Mapped[bytes] = mapped_column(LargeBinary)
-    """The issued document as rendered JSON: the source of every later download."""
     supersedes_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("statement.id", ondelete="RESTRICT"))
     issued_by: Mapped[str] = mapped_column(String(64))
     issued_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), default=utcnow)

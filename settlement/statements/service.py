@@ -11,6 +11,13 @@ Numbers are ``FLEX-<MARKET CODE>-000001`` onwards per market (the issuer), taken
 locked in the issuing transaction, so they are sequential and gap-free. Issuing the same period
 again with the same runs returns the statement already issued; after new runs it issues a new one
 that supersedes the old.
+
+An issued statement stores its number, issue time, totals and the ids of the settlement runs it
+covers. Runs never change once stored (a correction makes a new run), so the document is rebuilt
+from exactly those runs on every download and always shows the figures it was issued with, while a
+utility's statement of a month of awards never has to be stored as one huge blob. Issuing works
+on aggregates (Polars group-bys over the period's lines), so the statement job for thousands of
+participants builds no documents at all.
 """
 
 from __future__ import annotations
@@ -22,14 +29,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
-from zoneinfo import ZoneInfo
 
 import polars as pl
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from market.auth.principal import Principal
-from market.core.bulk import from_micro, read_frame
+from market.core.bulk import from_micro, is_postgres, read_frame
 from market.core.errors import InvalidInput, NotFound
 from market.core.queries import Page, paginate
 from market.markets.models import Market
@@ -45,7 +51,6 @@ from settlement.statements.document import (
     format_statement_number,
 )
 from settlement.statements.models import Statement, StatementSequence
-from settlement.statements.render import from_json, to_json
 
 MAX_PERIOD_DAYS = 366
 
@@ -102,20 +107,35 @@ class PeriodData:
     lines: pl.DataFrame
     shares: pl.DataFrame
     runs: list[RunRef]
+    run_ids: list[uuid.UUID]
 
     @property
     def runs_key(self) -> str:
         canonical = json.dumps([[r.delivery_day.isoformat(), r.kind, r.version] for r in self.runs])
         return hashlib.sha256(canonical.encode()).hexdigest()
 
-    def participants(self) -> list[str]:
-        ids = (
-            set(self.lines["seller_id"])
-            | set(self.lines["utility_id"])
-            | set(self.shares["aggregator_id"])
-            | set(self.shares["member_id"])
-        )
-        return sorted(ids)
+
+def due_per_participant(data: PeriodData) -> pl.DataFrame:
+    """Per participant: ``amount_due`` (Int64 millionths, signed as on the statement: + the market
+    pays) and ``line_count`` (lines + pass-through lines), the figures
+    :class:`~settlement.statements.document.StatementDocument` computes from the same rows."""
+    lines = data.lines
+    seller_net = pl.col("utilisation") + pl.col("availability") - pl.col("penalty") - pl.col("fee")
+    as_seller = lines.group_by(participant="seller_id").agg(due=seller_net.sum(), count=pl.len())
+    as_utility = lines.group_by(participant="utility_id").agg(
+        due=(pl.col("penalty") - pl.col("utilisation") - pl.col("availability")).sum(), count=pl.len()
+    )
+    passed = data.shares.filter(pl.col("aggregator_id") != pl.col("member_id"))
+    received = passed.group_by(participant="member_id").agg(due=pl.col("share").sum(), count=pl.len())
+    paid_on = passed.group_by(participant="aggregator_id").agg(due=-pl.col("share").sum(), count=pl.len())
+    schema = {"participant": pl.String, "due": pl.Int64, "count": pl.UInt32}
+    parts = [frame.cast(schema) for frame in (as_seller, as_utility, received, paid_on)]  # type: ignore[arg-type]
+    return (
+        pl.concat(parts)
+        .group_by("participant")
+        .agg(amount_due=pl.col("due").sum(), line_count=pl.col("count").sum())
+        .sort("participant")
+    )
 
 
 def check_period(start: date, end: date) -> None:
@@ -125,12 +145,29 @@ def check_period(start: date, end: date) -> None:
         raise InvalidInput.on("period_end", f"a statement covers at most {MAX_PERIOD_DAYS} days")
 
 
+def _runs_filter(session: Session, run_ids: Sequence[uuid.UUID] | None) -> tuple[str, object]:
+    """SQL selecting the run ids to read: the latest done run of each day in the period, or the given
+    ones (a list bound as one text parameter, split by the database)."""
+    if run_ids is None:
+        return _LATEST_RUNS, None
+    if is_postgres(session):
+        return "SELECT unnest(string_to_array(:runs, ','))::uuid", ",".join(str(r) for r in run_ids)
+    return "SELECT value FROM json_each(:runs)", json.dumps([r.hex for r in run_ids])
+
+
 def load_period(
-    session: Session, market: Market, start: date, end: date, participant_id: uuid.UUID | None = None
+    session: Session,
+    market: Market,
+    start: date,
+    end: date,
+    participant_id: uuid.UUID | None = None,
+    run_ids: Sequence[uuid.UUID] | None = None,
 ) -> PeriodData:
-    """The lines and pass-through shares of the latest run of every settled day in the period."""
+    """The lines and pass-through shares of the latest run of every settled day in the period (or
+    of the runs named), for everyone or one participant."""
     check_period(start, end)
-    params: dict[str, object] = {"market": market.id, "start": start, "end": end}
+    runs_sql, runs_param = _runs_filter(session, run_ids)
+    params: dict[str, object] = {"market": market.id, "start": start, "end": end, "runs": runs_param}
     who_lines = who_shares = ""
     if participant_id is not None:
         params["participant"] = participant_id
@@ -149,7 +186,7 @@ def load_period(
         JOIN flex_offer o ON o.id = sl.offer_id
         LEFT JOIN site s ON s.id = o.site_id
         LEFT JOIN portfolio p ON p.id = o.portfolio_id
-        WHERE sl.run_id IN ({_LATEST_RUNS}) {who_lines}
+        WHERE sl.run_id IN ({runs_sql}) {who_lines}
         """,  # noqa: S608 - only fixed SQL fragments are interpolated; values are bound
         params,
         _LINE_SCHEMA,
@@ -164,7 +201,7 @@ def load_period(
         JOIN settlement_run r ON r.id = ps.run_id
         JOIN site s ON s.id = ps.site_id
         LEFT JOIN portfolio p ON p.id = s.portfolio_id
-        WHERE ps.run_id IN ({_LATEST_RUNS}) {who_shares}
+        WHERE ps.run_id IN ({runs_sql}) {who_shares}
         """,  # noqa: S608 - as above
         params,
         _SHARE_SCHEMA,
@@ -172,12 +209,12 @@ def load_period(
     )
     run_rows = read_frame(
         session,
-        f"SELECT r.delivery_day, r.kind, r.version FROM settlement_run r WHERE r.id IN ({_LATEST_RUNS})",  # noqa: S608
+        f"SELECT r.id, r.delivery_day, r.kind, r.version FROM settlement_run r WHERE r.id IN ({runs_sql})",  # noqa: S608
         params,
-        {"delivery_day": pl.Date, "kind": pl.String, "version": pl.Int64},
-    )
-    runs = [RunRef(day, kind, version) for day, kind, version in run_rows.sort("delivery_day").iter_rows()]
-    return PeriodData(market, start, end, lines, shares, runs)
+        {"id": pl.String, "delivery_day": pl.Date, "kind": pl.String, "version": pl.Int64},
+    ).sort("delivery_day")
+    runs = [RunRef(day, kind, version) for day, kind, version in run_rows.drop("id").iter_rows()]
+    return PeriodData(market, start, end, lines, shares, runs, [uuid.UUID(r) for r in run_rows["id"]])
 
 
 def _micro(value: int | None) -> Decimal:
@@ -264,71 +301,86 @@ def build_document(
     )
 
 
-def _next_number(session: Session, market: Market) -> tuple[int, str]:
-    counter = session.scalar(
-        select(StatementSequence).where(StatementSequence.market_id == market.id).with_for_update()
-    )
+def _take_numbers(session: Session, market: Market, count: int) -> int:
+    """Reserve ``count`` consecutive numbers of the market; returns the first. The counter row is locked
+    until the transaction ends, so numbers are gap-free and never given twice."""
+    select_counter = select(StatementSequence).where(StatementSequence.market_id == market.id).with_for_update()
+    counter = session.scalar(select_counter)
     if counter is None:
-        counter = StatementSequence(market_id=market.id, last_number=0)
-        session.add(counter)
+        session.add(StatementSequence(market_id=market.id, last_number=0))
         session.flush()
-        counter = session.scalar(
-            select(StatementSequence).where(StatementSequence.market_id == market.id).with_for_update()
-        )
+        counter = session.scalar(select_counter)
         assert counter is not None  # noqa: S101 - just inserted in this transaction
-    counter.last_number += 1
+    first = counter.last_number + 1
+    counter.last_number += count
     session.flush()
-    return counter.last_number, format_statement_number(market.code.upper(), counter.last_number)
+    return first
 
 
-def _latest(
-    session: Session, market_id: uuid.UUID, participant_id: uuid.UUID, start: date, end: date
-) -> Statement | None:
-    return session.scalar(
-        select(Statement)
-        .where(
-            Statement.market_id == market_id,
-            Statement.participant_id == participant_id,
-            Statement.period_start == start,
-            Statement.period_end == end,
-        )
-        .order_by(Statement.sequence.desc())
-        .limit(1)
+def _latest_issued(
+    session: Session, market_id: uuid.UUID, start: date, end: date, participant_ids: Sequence[uuid.UUID] | None = None
+) -> dict[uuid.UUID, Statement]:
+    """The latest statement of each participant for exactly this market and period."""
+    statement = select(Statement).where(
+        Statement.market_id == market_id, Statement.period_start == start, Statement.period_end == end
     )
+    if participant_ids is not None:
+        statement = statement.where(Statement.participant_id.in_(participant_ids))
+    latest: dict[uuid.UUID, Statement] = {}
+    for row in session.scalars(statement.order_by(Statement.sequence)):
+        latest[row.participant_id] = row
+    return latest
 
 
-def issue_from(
-    session: Session, data: PeriodData, participant: Participant, issued_by: str, now: datetime
-) -> tuple[Statement, bool]:
-    """Issue the participant's statement from loaded period data; returns (statement, created)."""
+def _issue_many(
+    session: Session, data: PeriodData, issued_by: str, now: datetime, only: uuid.UUID | None
+) -> list[tuple[Statement, bool]]:
+    """Issue the statement of every participant in ``data`` (or only ``only``) whose latest statement
+    for the period does not cover the same runs; the others keep theirs. Returns (statement, created)."""
     market = data.market
-    previous = _latest(session, market.id, participant.id, data.start, data.end)
-    if previous is not None and previous.runs_key == data.runs_key:
-        return previous, False
-    sequence, number = _next_number(session, market)
-    notes = [f"Supersedes statement {previous.number}."] if previous is not None else []
-    document = build_document(data, participant, number, now, notes)
-    statement = Statement(
-        id=uuid.uuid4(),
-        market_id=market.id,
-        participant_id=participant.id,
-        sequence=sequence,
-        number=number,
-        period_start=data.start,
-        period_end=data.end,
-        runs_key=data.runs_key,
-        runs=[{"day": r.delivery_day.isoformat(), "kind": r.kind, "version": r.version} for r in document.runs],
-        line_count=len(document.lines) + len(document.pass_through_lines),
-        amount_due=document.amount_due,
-        currency=market.currency,
-        document=to_json(document),
-        supersedes_id=previous.id if previous is not None else None,
-        issued_by=issued_by[:64],
-        issued_at=now,
-    )
-    session.add(statement)
+    dues = due_per_participant(data)
+    if only is not None:
+        dues = dues.filter(pl.col("participant") == str(only))
+    ids = [uuid.UUID(p) for p in dues["participant"]]
+    previous = _latest_issued(session, market.id, data.start, data.end, ids if only is not None else None)
+    key = data.runs_key
+    runs = [
+        {"id": str(run_id), "day": ref.delivery_day.isoformat(), "kind": ref.kind, "version": ref.version}
+        for run_id, ref in zip(data.run_ids, data.runs, strict=True)
+    ]
+    fresh = [
+        (pid, due, count)
+        for pid, due, count in zip(ids, dues["amount_due"], dues["line_count"], strict=True)
+        if pid not in previous or previous[pid].runs_key != key
+    ]
+    out = [(previous[pid], False) for pid in ids if pid in previous and previous[pid].runs_key == key]
+    if not fresh:
+        return out
+    first = _take_numbers(session, market, len(fresh))
+    for offset, (pid, due, count) in enumerate(fresh):
+        sequence = first + offset
+        before = previous.get(pid)
+        statement = Statement(
+            id=uuid.uuid4(),
+            market_id=market.id,
+            participant_id=pid,
+            sequence=sequence,
+            number=format_statement_number(market.code.upper(), sequence),
+            period_start=data.start,
+            period_end=data.end,
+            runs_key=key,
+            runs=runs,
+            line_count=int(count),
+            amount_due=from_micro(int(due)),
+            currency=market.currency,
+            supersedes_id=before.id if before is not None else None,
+            issued_by=issued_by[:64],
+            issued_at=now,
+        )
+        session.add(statement)
+        out.append((statement, True))
     session.flush()
-    return statement, True
+    return out
 
 
 def _participant_visible(session: Session, principal: Principal, participant_id: uuid.UUID) -> Participant:
@@ -347,11 +399,15 @@ def issue(
     end: date,
     now: datetime,
 ) -> tuple[Statement, bool]:
-    """Issue one participant's statement (its own finance user, or the operator)."""
+    """Issue one participant's statement (its own finance user, or the operator); returns
+    (statement, created). A participant with nothing settled in the period is refused (404)."""
     participant = _participant_visible(session, principal, participant_id)
     market = get_market(session, market_id)
     data = load_period(session, market, start, end, participant.id)
-    return issue_from(session, data, participant, f"participant:{principal.participant_id}", now)
+    issued = _issue_many(session, data, f"participant:{principal.participant_id}", now, participant.id)
+    if not issued:
+        raise NotFound(detail=f"nothing of participant {participant_id} is settled in {start}..{end}")
+    return issued[0]
 
 
 def issue_all(session: Session, market_id: uuid.UUID, start: date, end: date, issued_by: str, now: datetime) -> int:
@@ -359,28 +415,23 @@ def issue_all(session: Session, market_id: uuid.UUID, start: date, end: date, is
     job). The period is loaded once. Returns the number of statements newly issued."""
     market = get_market(session, market_id)
     data = load_period(session, market, start, end)
-    ids = [uuid.UUID(p) for p in data.participants()]
-    participants = {p.id: p for p in session.scalars(select(Participant).where(Participant.id.in_(ids)))}
-    created = 0
-    by_id: dict[str, PeriodData] = {}
-    lines_by = {key[0]: frame for key, frame in data.lines.group_by("seller_id")}
-    lines_by_utility = {key[0]: frame for key, frame in data.lines.group_by("utility_id")}
-    shares_by = {key[0]: frame for key, frame in data.shares.group_by("aggregator_id")}
-    shares_by_member = {key[0]: frame for key, frame in data.shares.group_by("member_id")}
-    for pid in data.participants():
-        empty_lines, empty_shares = data.lines.clear(), data.shares.clear()
-        lines = pl.concat([lines_by.get(pid, empty_lines), lines_by_utility.get(pid, empty_lines)]).unique(
-            subset=["offer_id", "isp_start"], keep="first", maintain_order=True
-        )
-        shares = pl.concat([shares_by.get(pid, empty_shares), shares_by_member.get(pid, empty_shares)])
-        by_id[pid] = PeriodData(market, start, end, lines, shares, data.runs)
-    for pid, own in by_id.items():
-        participant = participants.get(uuid.UUID(pid))
-        if participant is None:
-            continue
-        _, was_created = issue_from(session, own, participant, issued_by, now)
-        created += was_created
-    return created
+    return sum(created for _, created in _issue_many(session, data, issued_by, now, None))
+
+
+def document_of(session: Session, statement: Statement) -> StatementDocument:
+    """The statement's document, rebuilt from the runs it was issued on (which never change)."""
+    market = get_market(session, statement.market_id)
+    participant = session.get(Participant, statement.participant_id)
+    if participant is None:
+        raise NotFound.of("participant", statement.participant_id)
+    run_ids = [uuid.UUID(r["id"]) for r in statement.runs]
+    data = load_period(session, market, statement.period_start, statement.period_end, participant.id, run_ids=run_ids)
+    notes: list[str] = []
+    if statement.supersedes_id is not None:
+        superseded = session.get(Statement, statement.supersedes_id)
+        if superseded is not None:
+            notes.append(f"Supersedes statement {superseded.number}.")
+    return build_document(data, participant, statement.number, statement.issued_at, notes)
 
 
 def get_statement(session: Session, principal: Principal, statement_id: uuid.UUID) -> Statement:
@@ -388,10 +439,6 @@ def get_statement(session: Session, principal: Principal, statement_id: uuid.UUI
     if statement is None or not principal.may_act_for(statement.participant_id):
         raise NotFound.of("statement", statement_id)
     return statement
-
-
-def document_of(statement: Statement) -> StatementDocument:
-    return from_json(statement.document)
 
 
 def list_statements(
@@ -404,7 +451,3 @@ def list_statements(
         .order_by(Statement.period_start.desc(), Statement.sequence.desc())
     )
     return paginate(session, statement, page)
-
-
-def local_zone(market: Market) -> ZoneInfo:
-    return ZoneInfo(market.timezone)

@@ -190,3 +190,30 @@ def test_an_aggregator_loss_is_not_passed_on_to_its_members(client: TestClient[L
     assert _balance(client, w.aggregator) == Decimal("-6.75")
     assert (_balance(client, sw.member_a), _balance(client, sw.member_b)) == (Decimal(0), Decimal(0))
     assert trial_balance(db, w.market.id) == {"EUR": Decimal(0)}
+
+
+def test_an_issued_statement_keeps_its_figures_and_a_new_run_supersedes_it(
+    client: TestClient[Litestar], db: Session
+) -> None:
+    sw = build(client, db)
+    w = sw.w
+    _settle(client, sw)
+    period = {"market_id": str(w.market.id), "period_start": sw.day.isoformat(), "period_end": sw.day.isoformat()}
+    url = f"/api/v1/participants/{w.data_center.id}/statements"
+    first = client.post(url, headers=w.data_center.headers, json=period).json()
+    sw.read(db, sw.dc_site, "100")
+    _settle(client, sw, "reconciliation")
+    second = client.post(url, headers=w.data_center.headers, json=period)
+    assert second.status_code == 201
+    assert (Decimal(first["amount_due"]), Decimal(second.json()["amount_due"])) == (Decimal("6.55"), Decimal("9.75"))
+    assert second.json()["supersedes_id"] == first["id"]
+    assert second.json()["number"].endswith("-000002")
+
+    def document(statement_id: str) -> dict:  # type: ignore[type-arg]
+        response = client.get(f"/api/v1/statements/{statement_id}/document", headers=w.data_center.headers)
+        return json.loads(response.content)  # type: ignore[no-any-return]
+
+    old, new = document(first["id"]), document(second.json()["id"])
+    assert [line["delivered_kw"] for line in old["lines"]] == ["400"]  # as issued, before the correction
+    assert [line["delivered_kw"] for line in new["lines"]] == ["600"]
+    assert any("Supersedes" in note for note in new["notes"])
