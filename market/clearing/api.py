@@ -23,6 +23,7 @@ from market.clearing.schemas import (
 )
 from market.clearing.tasks import clear_delivery_day, clear_task_id
 from market.core.db import utcnow
+from market.core.dispatch import run_or_enqueue
 from market.core.http import requires
 from market.core.idempotency import Idempotency
 from market.core.queries import Page
@@ -52,25 +53,22 @@ class ClearingController(Controller):
         now = utcnow()
         # Validate before enqueueing, so the operator sees the error at once.
         service.require_gate_closed(clock_of(market), data.day, now)
-        if request.app.state.tasks_in_process:
-            return idempotency.run(
-                db_session,
-                principal,
-                lambda: ClearingRunRead.from_model(
-                    service.clear_day(
-                        db_session, market_id, data.day, now, triggered_by=f"operator:{principal.participant_id}"
-                    )
-                ),
-            )
-        task_id = clear_task_id(market_id, data.day)
-        clear_delivery_day.apply_async(
-            args=(str(market_id), data.day.isoformat(), f"operator:{principal.participant_id}"), task_id=task_id
-        )
-        return idempotency.run(
+        who = f"operator:{principal.participant_id}"
+
+        def enqueue() -> ClearingQueued:
+            task_id = clear_task_id(market_id, data.day)
+            clear_delivery_day.apply_async(args=(str(market_id), data.day.isoformat(), who), task_id=task_id)
+            return ClearingQueued(task_id=task_id, market_id=market_id, day=data.day)
+
+        return run_or_enqueue(
+            request,
             db_session,
             principal,
-            lambda: ClearingQueued(task_id=task_id, market_id=market_id, day=data.day),
-            status_code=202,
+            idempotency,
+            run=lambda: ClearingRunRead.from_model(
+                service.clear_day(db_session, market_id, data.day, now, triggered_by=who)
+            ),
+            enqueue=enqueue,
         )
 
     @get("/markets/{market_id:uuid}/clearings", sync_to_thread=True, summary="A market's clearing runs")

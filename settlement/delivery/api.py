@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from market.auth.principal import Principal, Scope
 from market.core.db import utcnow
+from market.core.dispatch import run_or_enqueue
 from market.core.http import requires
 from market.core.idempotency import Idempotency
 from settlement.delivery import service
@@ -47,21 +48,21 @@ class DeliveryController(Controller):
         data: JSONBody[DeliveryCreate],
     ) -> Response[DeliveryComputationRead | DeliveryQueued]:
         principal.require_operator()
-        if request.app.state.tasks_in_process:
-            return idempotency.run(
-                db_session,
-                principal,
-                lambda: DeliveryComputationRead.from_model(
-                    service.verify_day(db_session, market_id, data.day, utcnow())
-                ),
-            )
-        task_id = verify_task_id(market_id, data.day)
-        verify_day.apply_async(args=(str(market_id), data.day.isoformat()), task_id=task_id)
-        return idempotency.run(
+
+        def enqueue() -> DeliveryQueued:
+            task_id = verify_task_id(market_id, data.day)
+            verify_day.apply_async(args=(str(market_id), data.day.isoformat()), task_id=task_id)
+            return DeliveryQueued(task_id=task_id, market_id=market_id, day=data.day)
+
+        return run_or_enqueue(
+            request,
             db_session,
             principal,
-            lambda: DeliveryQueued(task_id=task_id, market_id=market_id, day=data.day),
-            status_code=202,
+            idempotency,
+            run=lambda: DeliveryComputationRead.from_model(
+                service.verify_day(db_session, market_id, data.day, utcnow())
+            ),
+            enqueue=enqueue,
         )
 
     @get(

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from market.auth.principal import Principal, Scope
 from market.core.db import utcnow
+from market.core.dispatch import run_or_enqueue
 from market.core.errors import InvalidInput
 from market.core.http import requires
 from market.core.idempotency import Idempotency
@@ -113,24 +114,24 @@ class SettlementController(Controller):
         market = get_market(db_session, market_id)
         now = utcnow()
         who = f"operator:{principal.participant_id}"
-        if request.app.state.tasks_in_process:
-            return idempotency.run(
-                db_session,
-                principal,
-                lambda: SettlementRunRead.from_model(
-                    service.settle_day(db_session, market_id, data.day, data.kind, now, who).run
-                ),
-            )
-        service.require_settleable(db_session, market, data.day, data.kind, now)  # refuse before enqueueing
-        task_id = settle_task_id(market_id, data.day, data.kind)
-        settle_delivery_day.apply_async(
-            args=(str(market_id), data.day.isoformat(), data.kind.value, who), task_id=task_id
-        )
-        return idempotency.run(
+        if not request.app.state.tasks_in_process:
+            service.require_settleable(db_session, market, data.day, data.kind, now)  # refuse before enqueueing
+
+        def enqueue() -> SettlementQueued:
+            task_id = settle_task_id(market_id, data.day, data.kind)
+            args = (str(market_id), data.day.isoformat(), data.kind.value, who)
+            settle_delivery_day.apply_async(args=args, task_id=task_id)
+            return SettlementQueued(task_id=task_id, market_id=market_id, day=data.day, kind=data.kind)
+
+        return run_or_enqueue(
+            request,
             db_session,
             principal,
-            lambda: SettlementQueued(task_id=task_id, market_id=market_id, day=data.day, kind=data.kind),
-            status_code=202,
+            idempotency,
+            run=lambda: SettlementRunRead.from_model(
+                service.settle_day(db_session, market_id, data.day, data.kind, now, who).run
+            ),
+            enqueue=enqueue,
         )
 
     @get(

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from market.auth.principal import Principal, Scope
 from market.core.db import utcnow
+from market.core.dispatch import run_or_enqueue
 from market.core.http import requires
 from market.core.idempotency import Idempotency
 from market.core.queries import Page
@@ -145,33 +146,28 @@ class StatementRunController(Controller):
         get_market(db_session, market_id)
         service.check_period(data.period_start, data.period_end)
         who = f"operator:{principal.participant_id}"
-        if request.app.state.tasks_in_process:
-            return idempotency.run(
-                db_session,
-                principal,
-                lambda: StatementJobRead(
-                    market_id=market_id,
-                    period_start=data.period_start,
-                    period_end=data.period_end,
-                    issued=service.issue_all(db_session, market_id, data.period_start, data.period_end, who, utcnow()),
-                    task_id=None,
-                ),
+        start, end = data.period_start, data.period_end
+
+        def enqueue() -> StatementJobRead:
+            task_id = issue_all_task_id(market_id, start, end)
+            issue_all.apply_async(args=(str(market_id), start.isoformat(), end.isoformat(), who), task_id=task_id)
+            return StatementJobRead(
+                market_id=market_id, period_start=start, period_end=end, issued=None, task_id=task_id
             )
-        task_id = issue_all_task_id(market_id, data.period_start, data.period_end)
-        issue_all.apply_async(
-            args=(str(market_id), data.period_start.isoformat(), data.period_end.isoformat(), who), task_id=task_id
-        )
-        return idempotency.run(
+
+        return run_or_enqueue(
+            request,
             db_session,
             principal,
-            lambda: StatementJobRead(
+            idempotency,
+            run=lambda: StatementJobRead(
                 market_id=market_id,
-                period_start=data.period_start,
-                period_end=data.period_end,
-                issued=None,
-                task_id=task_id,
+                period_start=start,
+                period_end=end,
+                issued=service.issue_all(db_session, market_id, start, end, who, utcnow()),
+                task_id=None,
             ),
-            status_code=202,
+            enqueue=enqueue,
         )
 
 
