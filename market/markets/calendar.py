@@ -11,11 +11,25 @@ from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
+from market.core.errors import InvalidInput
 from market.markets.models import GateClosureKind
+
+FIRST_DAY, LAST_DAY = date(1900, 1, 1), date(8999, 12, 31)
+"""The delivery days the calendar knows: far beyond any market's past or horizon, and far enough
+from ``date.min``/``date.max`` that every bound and gate closure is a datetime in any time zone."""
+EARLIEST, LATEST = datetime(1900, 1, 2, tzinfo=UTC), datetime(8999, 12, 30, tzinfo=UTC)
+"""Instants in [EARLIEST, LATEST) fall on a known delivery day in every time zone."""
+
+
+def in_range(instant: datetime) -> bool:
+    """True if an aware ``instant`` lies where the ISP grid is defined, [EARLIEST, LATEST)."""
+    return EARLIEST <= instant < LATEST
 
 
 @lru_cache(maxsize=4096)
 def _day_bounds(timezone: str, day: date) -> tuple[datetime, datetime]:
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise InvalidInput.on("day", f"outside the supported delivery days {FIRST_DAY} to {LAST_DAY}")
     zone = ZoneInfo(timezone)
     start = datetime.combine(day, time(0), tzinfo=zone).astimezone(UTC)
     end = datetime.combine(day + timedelta(days=1), time(0), tzinfo=zone).astimezone(UTC)
@@ -54,7 +68,7 @@ class MarketClock:
         The grid is anchored at local midnight of the instant's delivery day, so markets in zones
         with non-whole-hour offsets still align their ISPs to local clock quarters.
         """
-        if instant.tzinfo is None:
+        if instant.tzinfo is None or not in_range(instant):
             return False
         day = self.delivery_day(instant)
         start, _ = self.day_bounds(day)
@@ -64,7 +78,7 @@ class MarketClock:
     def aligned(self, instants: list[datetime]) -> list[bool]:
         """:meth:`is_aligned` for many instants; those on the first one's delivery day share its anchor,
         so they need no time-zone conversion each."""
-        if not instants or instants[0].tzinfo is None:
+        if not instants or instants[0].tzinfo is None or not in_range(instants[0]):
             return [self.is_aligned(i) for i in instants]
         start, end = self.day_bounds(self.delivery_day(instants[0]))
         zero = timedelta(0)

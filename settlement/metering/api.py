@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -18,6 +19,9 @@ from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody, Schema
+from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
 from litestar.pagination import OffsetPagination
 from litestar.params import FromPath, FromQuery, QueryParameter, RawBody
 from litestar.types import ControllerRouterHandler
@@ -77,6 +81,25 @@ def _enqueue_after_commit(session: Session, file_id: uuid.UUID) -> None:
     event.listen(session, "after_commit", send, once=True)
 
 
+@dataclass
+class _FileUpload(Operation):
+    """Document the raw file body, which Litestar cannot infer from ``RawBody``."""
+
+    def __post_init__(self) -> None:
+        text_file = OpenAPIMediaType(schema=Schema(type=OpenAPIType.STRING))
+        self.request_body = RequestBody(
+            required=True,
+            description="The meter file: CSV, JSON or Parquet (see ?format)",
+            content={
+                "text/csv": text_file,
+                "application/json": OpenAPIMediaType(schema=Schema()),
+                "application/vnd.apache.parquet": OpenAPIMediaType(
+                    schema=Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY)
+                ),
+            },
+        )
+
+
 class MeterFileController(Controller):
     tags = ("metering",)
 
@@ -84,6 +107,11 @@ class MeterFileController(Controller):
         "/markets/{market_id:uuid}/meter-files",
         sync_to_thread=True,
         request_max_body_size=MAX_FILE_BYTES,
+        operation_class=_FileUpload,
+        responses={
+            200: ResponseSpec(MeterFileRead, description="The same content was uploaded before"),
+            202: ResponseSpec(MeterFileRead, description="Queued for a worker; read the file for its report"),
+        },
         summary="Upload meter readings (operator, or a utility for its congestion points)",
         description="The body is the file itself. Embedded: processed at once (201, or 200 for a file "
         "uploaded before). With workers: queued (202); read the file for its status and report.",

@@ -28,9 +28,11 @@ from typing import Any
 
 import msgspec
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 from polars.exceptions import PanicException
 
-from market.markets.calendar import MarketClock
+from market.markets.calendar import EARLIEST, LATEST, MarketClock
 from settlement.metering.errors import UnreadableMeterFile
 from settlement.metering.models import MeterFileFormat
 
@@ -150,7 +152,15 @@ class Validation:
 
 # -- parsing ------------------------------------------------------------------------------------
 
-_READ_ERRORS = (pl.exceptions.PolarsError, ValueError, TypeError, OverflowError, OSError, PanicException)
+_READ_ERRORS = (
+    pl.exceptions.PolarsError,
+    pa.ArrowException,
+    ValueError,
+    TypeError,
+    OverflowError,
+    OSError,
+    PanicException,
+)
 """What the readers raise on a malformed file (Polars may panic on hostile bytes; that too is just
 an unreadable file here)."""
 
@@ -168,7 +178,7 @@ def parse_file(content: bytes, file_format: MeterFileFormat) -> pl.DataFrame:
         if file_format is MeterFileFormat.CSV:
             frame = _read_csv(content)
         elif file_format is MeterFileFormat.PARQUET:
-            frame = pl.read_parquet(io.BytesIO(content))
+            frame = _read_parquet(content)
         else:
             frame = _read_json(content)
         return _normalise(frame)
@@ -177,6 +187,17 @@ def parse_file(content: bytes, file_format: MeterFileFormat) -> pl.DataFrame:
     except _READ_ERRORS as exc:
         reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise UnreadableMeterFile.on("file", f"not a readable {file_format.value} file: {reason}") from exc
+
+
+def _read_parquet(content: bytes) -> pl.DataFrame:
+    """Parquet through pyarrow's reader: Polars' own reader aborts the whole process on some damaged
+    files (an allocation of 2^61 bytes, found by tests/stress/fuzz_inputs.py), which no ``except``
+    can catch; pyarrow raises a Python error for them. The Arrow table becomes a frame without copying."""
+    table = pq.read_table(pa.BufferReader(content))
+    frame = pl.from_arrow(table)
+    if not isinstance(frame, pl.DataFrame):
+        raise TypeError("the file holds no table")
+    return frame
 
 
 def _read_csv(content: bytes) -> pl.DataFrame:
@@ -252,6 +273,11 @@ _OFFSET = r"([Zz]|[+-][0-9]{2}(:?[0-9]{2})?)$"
 _TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S%.f%z"
 
 
+def _in_range(instant: pl.Expr) -> pl.Expr:
+    """Null (an invalid timestamp) outside the calendar's range, where no delivery day is defined."""
+    return pl.when(instant.is_between(pl.lit(EARLIEST, UTC_US), pl.lit(LATEST, UTC_US), closed="left")).then(instant)
+
+
 def _timestamp(dtype: pl.DataType) -> list[pl.Expr]:
     """``isp_start`` as UTC, ``isp_text`` as sent, ``isp_problem`` when it has no offset or no sense."""
     column = pl.col("isp_start")
@@ -266,8 +292,8 @@ def _timestamp(dtype: pl.DataType) -> list[pl.Expr]:
                 .otherwise(pl.lit(IssueKind.NAIVE_TIMESTAMP.value))
                 .alias("isp_problem"),
             ]
-        instant = column.dt.convert_time_zone("UTC").dt.cast_time_unit("us")
-        missing = pl.when(column.is_null()).then(pl.lit(IssueKind.INVALID_TIMESTAMP.value))
+        instant = _in_range(column.dt.convert_time_zone("UTC").dt.cast_time_unit("us"))
+        missing = pl.when(instant.is_null()).then(pl.lit(IssueKind.INVALID_TIMESTAMP.value))
         # No text: issue details show the typed instant (rendering 10M timestamps costs more than parsing).
         return [
             instant.alias("isp_start"),
@@ -287,7 +313,9 @@ def _timestamp(dtype: pl.DataType) -> list[pl.Expr]:
         .str.replace(r"^(.{10}T[0-9]{2}:[0-9]{2})([+-])", "${1}:00${2}")
         .str.replace(r"([+-][0-9]{2})$", "${1}:00")
     )
-    instant = pl.when(with_offset).then(canonical.str.to_datetime(_TIMESTAMP_FORMAT, time_zone="UTC", strict=False))
+    instant = _in_range(
+        pl.when(with_offset).then(canonical.str.to_datetime(_TIMESTAMP_FORMAT, time_zone="UTC", strict=False))
+    )
     problem = (
         pl.when(naive)
         .then(pl.lit(IssueKind.NAIVE_TIMESTAMP.value))
