@@ -23,8 +23,16 @@ an unindexed plain table and into ``settlement_line`` itself, each committed); `
 RunKind.INITIAL, ...)`` in one transaction plus its commit, with a breakdown taken by wrapping the
 service's own module-level functions with ``time.perf_counter`` (``mock.patch.object``; the service
 code is not changed); a reconciliation after correcting 1% of the readings; ``issue_all`` for the
-period; and rendering every issued statement to CSV (``from_json`` of the stored document, then
-``to_csv``). ``ANALYZE`` runs after each bulk load (what autovacuum would do on a live system).
+period (the statement job: Polars aggregates, numbers taken at once, no documents); and the downloads
+of the issued statements as CSV: per statement the row (``session.get``), ``document_of`` (rebuilds
+the document from the statement's runs) and ``to_csv``. The utility's statement (every award of the
+day) is timed on its own; the others are rendered all when a probe of the first ones projects at most
+``--csv-all-limit-s``, else a stratified random sample of ``--csv-sample`` (at least a few of every
+role, within ``--csv-budget-s``) whose per-role means are extrapolated to every statement of that
+role (the report says which). ``ANALYZE`` runs after each bulk load (what autovacuum would do on a
+live system). Figures of the previous run (services before commit 09af1d6) are kept in
+:data:`BEFORE` and shown next to this run's.
+
 Run from the repository root (develop with ``--scale 0.1``)::
 
     .venv/bin/python -m benchmarks.settlement
@@ -55,7 +63,7 @@ import numpy as np
 import polars as pl
 import psycopg
 from psycopg import sql
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -65,6 +73,7 @@ import settlement.runs.service as runs_service
 import settlement.statements.service as statements_service
 from benchmarks.common import (
     DEFAULT_ADMIN_URL,
+    _git,
     contamination_note,
     cpu_sample,
     cpu_used,
@@ -74,14 +83,15 @@ from benchmarks.common import (
     scratch_database,
     write_results,
 )
-from market.core import bulk
+from market.core import audit, bulk
 from market.core.db import make_engine, make_session_factory
 from market.markets.calendar import MarketClock
 from market.markets.models import GateClosureKind
+from market.participants.models import Participant
 from settlement.baselines.methods import REGISTRY, BaselineMethod
 from settlement.runs.models import RunKind
 from settlement.statements.models import Statement
-from settlement.statements.render import from_json, to_csv
+from settlement.statements.render import to_csv
 
 MODULE = "benchmarks.settlement"
 NAME = "settlement"
@@ -114,6 +124,103 @@ RENDERED_TABLES = {
     "delivery_line": ("ordered_kw", "baseline_kw", "actual_kw", "delivered_kw"),
 }
 MICRO = 1_000_000
+PROBE_STATEMENTS = 50
+"""Statements rendered first, in sample order, to project the time of rendering all of them."""
+PER_ROLE_MIN = 5
+"""At least this many statements of every role in the CSV sample (when there are that many)."""
+
+INITIAL_STEPS_BEFORE: dict[str, float] = {
+    "settle_day": 74.6736,
+    "settle_day/require_settleable": 0.0081,
+    "settle_day/compute_delivery": 37.1919,
+    "settle_day/compute_delivery/_awards": 4.0776,
+    "settle_day/compute_delivery/_sites": 0.3092,
+    "settle_day/compute_delivery/assignments_in_force": 0.0103,
+    "settle_day/compute_delivery/_readings": 7.1374,
+    "settle_day/compute_delivery/_excluded_days": 0.1491,
+    "settle_day/compute_delivery/holidays_of": 0.0,
+    "settle_day/compute_delivery/_nominations": 4.0563,
+    "settle_day/compute_delivery/compute_baselines": 0.2535,
+    "settle_day/compute_delivery/_delivered": 2.51,
+    "settle_day/compute_delivery/_offer_lines": 0.6338,
+    "settle_day/compute_delivery/_store": 15.1564,
+    "settle_day/compute_delivery/_store/_content_hash": 0.8434,
+    "settle_day/compute_delivery/_store/copy_in(delivery_line)": 10.1737,
+    "settle_day/compute_delivery/_store/copy_in(member_delivery)": 4.1306,
+    "settle_day/_settle_lines": 7.9169,
+    "settle_day/_settle_lines/read_frame": 6.9226,
+    "settle_day/_settle_lines/frame_amounts": 0.2333,
+    "settle_day/_pass_through": 1.5397,
+    "settle_day/_pass_through/read_frame": 1.2634,
+    "settle_day/_pass_through/pass_through": 0.0749,
+    "settle_day/copy_in(settlement_line)": 20.7021,
+    "settle_day/copy_in(pass_through_share)": 0.1271,
+    "settle_day/_post_differences": 7.073,
+    "settle_day/_post_differences/accounts_for": 1.9975,
+    "settle_day/_post_differences/account_for": 0.0136,
+    "settle_day/_post_differences/posted_totals": 0.0093,
+    "settle_day/_post_differences/net_by_key": 0.1488,
+    "settle_day/_post_differences/differences": 0.6921,
+    "settle_day/_post_differences/post": 3.0498,
+    "settle_day/_post_differences/post/_check_against_stored": 1.0688,
+    "settle_day/_post_differences/post/_copy_entries": 1.5206,
+    "settle_day/consume_marks": 0.0023,
+    "commit": 0.0057,
+}
+RECONCILIATION_STEPS_BEFORE: dict[str, float] = {
+    "settle_day": 100.5515,
+    "settle_day/require_settleable": 0.0012,
+    "settle_day/compute_delivery": 64.1464,
+    "settle_day/compute_delivery/_awards": 3.5712,
+    "settle_day/compute_delivery/_sites": 0.3372,
+    "settle_day/compute_delivery/assignments_in_force": 0.002,
+    "settle_day/compute_delivery/_readings": 6.6835,
+    "settle_day/compute_delivery/_excluded_days": 0.1463,
+    "settle_day/compute_delivery/holidays_of": 0.0,
+    "settle_day/compute_delivery/_nominations": 5.973,
+    "settle_day/compute_delivery/compute_baselines": 1.6103,
+    "settle_day/compute_delivery/_delivered": 7.3273,
+    "settle_day/compute_delivery/_offer_lines": 4.0508,
+    "settle_day/compute_delivery/_store": 28.7846,
+    "settle_day/compute_delivery/_store/_content_hash": 2.5596,
+    "settle_day/compute_delivery/_store/copy_in(delivery_line)": 19.1027,
+    "settle_day/compute_delivery/_store/copy_in(member_delivery)": 7.1137,
+    "settle_day/_settle_lines": 9.9708,
+    "settle_day/_settle_lines/read_frame": 9.286,
+    "settle_day/_settle_lines/frame_amounts": 0.247,
+    "settle_day/_pass_through": 1.6828,
+    "settle_day/_pass_through/read_frame": 1.521,
+    "settle_day/_pass_through/pass_through": 0.0413,
+    "settle_day/copy_in(settlement_line)": 19.8688,
+    "settle_day/copy_in(pass_through_share)": 0.109,
+    "settle_day/_post_differences": 4.6735,
+    "settle_day/_post_differences/accounts_for": 0.8477,
+    "settle_day/_post_differences/account_for": 0.0025,
+    "settle_day/_post_differences/posted_totals": 1.0542,
+    "settle_day/_post_differences/net_by_key": 0.5423,
+    "settle_day/_post_differences/differences": 0.6492,
+    "settle_day/_post_differences/post": 0.645,
+    "settle_day/_post_differences/post/_check_against_stored": 0.1228,
+    "settle_day/_post_differences/post/_copy_entries": 0.4073,
+    "settle_day/consume_marks": 0.074,
+    "commit": 0.0038,
+}
+BEFORE: dict[str, Any] = {
+    "label": "the previous run (2026-12-07 06:14 UTC, committed in 1bb45d7; services before 09af1d6)",
+    "initial_s": 74.679,
+    "reconciliation_s": 100.555,
+    "references_s": {"plain_table": 4.41, "pk_only": 5.773, "settlement_line": 12.612},
+    "issue_all_s": 294.398,
+    "statements": 8_999,
+    "csv_s": 134.973,
+    "csv_utility_s": 73.13,
+    "other_cores": {"initial settlement": 1.48, "reconciliation": 1.58, "issue_all": 1.35, "CSV rendering": 1.34},
+    "initial_steps": INITIAL_STEPS_BEFORE,
+    "reconciliation_steps": RECONCILIATION_STEPS_BEFORE,
+}
+"""Figures of the previous run of this benchmark on the same world (same seed and sizes): totals, the raw COPY
+references and the step seconds (paths down to three levels) of both runs; CSV then meant reading the stored JSON
+document, ``from_json`` and ``to_csv`` for every statement."""
 
 
 def parse_args() -> argparse.Namespace:
@@ -131,6 +238,16 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--days-ago", type=int, default=3, help="the delivery day, days before today")
     parser.add_argument("--reference-repeats", type=int, default=3, help="repetitions of each raw COPY reference")
     parser.add_argument("--seed", type=int, default=20_260_401)
+    parser.add_argument(
+        "--csv-all-limit-s",
+        type=float,
+        default=300.0,
+        help="render every statement to CSV when the probe projects at most this many seconds, else a sample",
+    )
+    parser.add_argument(
+        "--csv-sample", type=int, default=1_000, help="statements in the CSV sample (besides the utility's)"
+    )
+    parser.add_argument("--csv-budget-s", type=float, default=600.0, help="stop the CSV sample after this many seconds")
     parser.add_argument("--admin-url", default=DEFAULT_ADMIN_URL, help="PostgreSQL URL used to create the DB")
     parser.add_argument("--from-json", help="only rebuild the report from this saved results JSON")
     parser.add_argument(
@@ -161,7 +278,7 @@ class Mix:
     @classmethod
     def of(cls, args: argparse.Namespace) -> Mix:
         def scaled(n: int) -> int:
-            return max(1, round(n * args.scale))
+            return max(1, round(n * float(args.scale)))
 
         sites = scaled(args.household_sites)
         return cls(
@@ -765,14 +882,18 @@ TIMED: dict[ModuleType, tuple[str, ...]] = {
     runs_service: (
         "compute_delivery", "require_settleable", "_settle_lines", "_pass_through", "_post_differences", "read_frame",
         "frame_amounts", "copy_in", "accounts_for", "account_for", "posted_totals", "net_by_key", "differences", "post",
-        "consume_marks", "pass_through",
+        "consume_marks", "pass_through", "_line_rows",
     ),
     delivery_service: (
         "_awards", "_sites", "assignments_in_force", "_readings", "_excluded_days", "_nominations", "compute_baselines",
         "_delivered", "_offer_lines", "_store", "_content_hash", "copy_in", "holidays_of",
     ),
     ledger_service: ("_check_against_stored", "_copy_entries"),
-    statements_service: ("load_period", "issue_from", "build_document", "to_json", "_next_number", "_latest"),
+    statements_service: (
+        "load_period", "read_frame", "due_per_participant", "_latest_issued", "_take_numbers", "_issue_many",
+        "document_of", "get_market", "build_document",
+    ),
+    audit: ("record",),
 }  # fmt: skip
 BY_TABLE = frozenset({"copy_in"})
 
@@ -1018,6 +1139,7 @@ def check_run(url: str, world: World, run_id: str) -> dict[str, Any]:
 
 
 def issue_statements(factory: sessionmaker[Session], url: str, world: World) -> dict[str, Any]:
+    """``issue_all`` for the day's period in one transaction, then commit, with its step breakdown."""
     watch = Stopwatch()
     now = datetime.now(UTC)
     with Cpu(url) as meter, instrumented(watch), factory() as session:
@@ -1027,86 +1149,234 @@ def issue_statements(factory: sessionmaker[Session], url: str, world: World) -> 
         with watch.section("commit"):
             session.commit()
         total = time.perf_counter() - start
-    largest = watch.longest.get("issue_all/issue_from", 0.0)
     with psycopg.connect(url) as conn:
         row = conn.execute(
-            "SELECT COUNT(*), SUM(line_count), MAX(line_count), SUM(octet_length(document)), "
-            "MAX(octet_length(document)) FROM statement WHERE market_id = %s",
+            "SELECT COUNT(*), SUM(line_count), MAX(line_count), SUM(octet_length(runs::text)), "
+            "pg_total_relation_size('statement') FROM statement WHERE market_id = %s",
             (world.market_id,),
         ).fetchone()
     assert row is not None  # noqa: S101 - an aggregate always returns a row
-    count, lines, max_lines, doc_bytes, max_bytes = row
+    count, lines, max_lines, runs_bytes, table_bytes = row
     return {
         "statements": created,
         "stored": count,
         "total_s": round(total, 3),
         "ms_per_statement": round(total / max(created, 1) * 1000, 3),
         "scaled_to_10k_s": round(total / max(created, 1) * TARGET_STATEMENTS, 2),
-        "largest_statement_s": round(largest, 3),
-        "without_largest_ms_per_statement": round((total - largest) / max(created - 1, 1) * 1000, 3),
         "lines_total": int(lines or 0),
         "lines_max": int(max_lines or 0),
-        "document_bytes_total": int(doc_bytes or 0),
-        "document_bytes_max": int(max_bytes or 0),
+        "runs_json_bytes_total": int(runs_bytes or 0),
+        "statement_table_bytes": int(table_bytes or 0),
         "steps": watch.tree(),
         "cpu_s": meter.used(),
         "peak_rss_mb": peak_rss_mb(),
     }
 
 
-def render_statements(factory: sessionmaker[Session], url: str, world: World) -> dict[str, Any]:
-    """Every issued statement: read its stored document, ``from_json``, ``to_csv``; seconds of each part."""
-    read_s = parse_s = csv_s = 0.0
-    count = csv_bytes = 0
-    slowest: list[tuple[float, int, str]] = []
+@dataclass(frozen=True)
+class Issued:
+    id: uuid.UUID
+    number: str
+    role: str
+    line_count: int
+
+
+def _issued(factory: sessionmaker[Session], world: World) -> list[Issued]:
+    with factory() as session:
+        rows = session.execute(
+            select(Statement.id, Statement.number, Participant.role, Statement.line_count)
+            .join(Participant, Participant.id == Statement.participant_id)
+            .where(Statement.market_id == world.market_id)
+            .order_by(Statement.sequence)
+        ).all()
+    return [Issued(sid, number, role.value, lines) for sid, number, role, lines in rows]
+
+
+def sample_order(statements: list[Issued], seed: int) -> list[Issued]:
+    """Random order with up to :data:`PER_ROLE_MIN` statements of every role first, so a sample of any
+    length past that has every role (a role's mean is then measured, never assumed)."""
+    rng = np.random.default_rng(seed)
+    shuffled = [statements[i] for i in rng.permutation(len(statements))]
+    first: list[Issued] = []
+    for role in sorted({s.role for s in statements}):
+        first += [s for s in shuffled if s.role == role][:PER_ROLE_MIN]
+    chosen = {s.id for s in first}
+    return first + [s for s in shuffled if s.id not in chosen]
+
+
+@dataclass
+class Download:
+    """Seconds of one statement's download as CSV: the row, the rebuilt document, the CSV."""
+
+    role: str
+    lines: int
+    get_s: float
+    document_s: float
+    csv_s: float
+    csv_bytes: int
+
+    @property
+    def total_s(self) -> float:
+        return self.get_s + self.document_s + self.csv_s
+
+
+def download(session: Session, watch: Stopwatch, item: Issued) -> Download:
+    """What ``GET /statements/{id}?format=csv`` does past authorisation: the row, ``document_of``, ``to_csv``."""
+    start = time.perf_counter()
+    with watch.section("get"):
+        statement = session.get(Statement, item.id)
+    got = time.perf_counter()
+    assert statement is not None  # noqa: S101 - listed a moment ago
+    doc = statements_service.document_of(session, statement)
+    built = time.perf_counter()
+    with watch.section("to_csv"):
+        body = to_csv(doc)
+    done = time.perf_counter()
+    rows = len(doc.lines) + len(doc.pass_through_lines)
+    if rows != statement.line_count:
+        raise RuntimeError(f"statement {item.number}: {rows} rows rebuilt, {statement.line_count} issued")
+    session.expunge_all()  # a download is its own request: nothing piles up in the identity map
+    return Download(item.role, rows, got - start, built - got, done - built, len(body))
+
+
+class _Captured(Exception):
+    """Raised by the capturing ``read_frame`` to stop ``document_of`` once its lines query is known."""
+
+
+def explain_lines_query(session: Session, item: Issued) -> list[str]:
+    """``EXPLAIN (ANALYZE, BUFFERS)`` of the settlement-lines query ``document_of`` runs for ``item`` (the
+    first ``read_frame`` of ``load_period``, captured by a stand-in that stops ``document_of`` there;
+    diagnostic, untimed)."""
+    captured: list[tuple[str, dict[str, Any]]] = []
+
+    def capture(_: Session, query: str, params: Any, *__: Any, **___: Any) -> pl.DataFrame:
+        captured.append((query, dict(params)))
+        raise _Captured
+
+    statement = session.get(Statement, item.id)
+    assert statement is not None  # noqa: S101 - listed a moment ago
+    with mock.patch.object(statements_service, "read_frame", capture), contextlib.suppress(_Captured):
+        statements_service.document_of(session, statement)
+    query, params = captured[0]
+    clause = text(f"EXPLAIN (ANALYZE, BUFFERS) {query}")
+    bound = {k: v for k, v in params.items() if k in clause._bindparams}  # the names the query binds
+    plan = [str(row[0]) for row in session.execute(clause, bound)]
+    session.rollback()
+    return plan
+
+
+def _role_table(downloads: list[Download], population: dict[str, int]) -> dict[str, dict[str, Any]]:
+    out = {}
+    for role, count in sorted(population.items()):
+        mine = [d for d in downloads if d.role == role]
+        n = max(len(mine), 1)
+        out[role] = {
+            "population": count,
+            "measured": len(mine),
+            "mean_lines": round(sum(d.lines for d in mine) / n, 1),
+            "mean_get_ms": round(sum(d.get_s for d in mine) / n * 1000, 3),
+            "mean_document_of_ms": round(sum(d.document_s for d in mine) / n * 1000, 3),
+            "mean_to_csv_ms": round(sum(d.csv_s for d in mine) / n * 1000, 3),
+            "mean_total_ms": round(sum(d.total_s for d in mine) / n * 1000, 3),
+            "max_total_ms": round(max((d.total_s for d in mine), default=0.0) * 1000, 3),
+            "mean_csv_bytes": round(sum(d.csv_bytes for d in mine) / n),
+        }
+    return out
+
+
+def render_statements(
+    factory: sessionmaker[Session], url: str, world: World, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Every statement's CSV download (row, ``document_of``, ``to_csv``): the utility's alone, then the
+    others all or as a stratified sample extrapolated per role (see the module docstring)."""
+    statements = _issued(factory, world)
+    utility = max(statements, key=lambda s: s.line_count)
+    others = sample_order([s for s in statements if s.id != utility.id], args.seed)
+    population = {role: sum(1 for s in others if s.role == role) for role in {s.role for s in others}}
+    utility_watch, watch = Stopwatch(), Stopwatch()
     with Cpu(url) as meter, factory() as session:
+        with instrumented(utility_watch):
+            big = download(session, utility_watch, utility)
+        say(f"utility statement: {big.total_s:.1f} s for {big.lines:,} lines")
+        downloads: list[Download] = []
+        decision = "all"
+        limit = len(others)
         start = time.perf_counter()
-        ids = list(session.scalars(select(Statement.id).where(Statement.market_id == world.market_id)))
-        read_s += time.perf_counter() - start
-        for offset in range(0, len(ids), 500):
-            start = time.perf_counter()
-            rows = session.execute(
-                select(Statement.number, Statement.document).where(Statement.id.in_(ids[offset : offset + 500]))
-            ).all()
-            read_s += time.perf_counter() - start
-            for number, document in rows:
-                start = time.perf_counter()
-                doc = from_json(document)
-                parsed = time.perf_counter()
-                body = to_csv(doc)
-                done = time.perf_counter()
-                parse_s += parsed - start
-                csv_s += done - parsed
-                count += 1
-                csv_bytes += len(body)
-                slowest.append((done - start, len(doc.lines) + len(doc.pass_through_lines), number))
-    total = read_s + parse_s + csv_s
-    slowest.sort(reverse=True)
+        with instrumented(watch):
+            for index, item in enumerate(others):
+                if index >= limit or time.perf_counter() - start > args.csv_budget_s:
+                    break
+                downloads.append(download(session, watch, item))
+                if index + 1 == min(PROBE_STATEMENTS, len(others)):
+                    projected = _extrapolate(downloads, population)
+                    if projected > args.csv_all_limit_s:
+                        decision, limit = "sample", min(args.csv_sample, len(others))
+                    say(f"CSV probe: {projected:.0f} s projected for {len(others):,} statements -> {decision}")
+        measured_s = time.perf_counter() - start
+        plans = {
+            "utility": explain_lines_query(session, utility),
+            "household": explain_lines_query(session, next(s for s in others if s.role == "household")),
+        }
+    cpu = meter.used()
+    budget_hit = decision == "sample" and len(downloads) < limit
+    extrapolated = _extrapolate(downloads, population)
+    by_role = _role_table(downloads, population)
+    total = big.total_s + extrapolated
     return {
-        "statements": count,
+        "statements": len(statements),
+        "decision": decision,
+        "budget_hit": budget_hit,
+        "measured_statements": len(downloads) + 1,
+        "measured_wall_s": round(measured_s + big.total_s, 3),
+        "utility": {**asdict(big), "total_s": round(big.total_s, 3), "number": utility.number},
+        "utility_steps": utility_watch.tree(),
+        "others": {
+            "population": len(others),
+            "measured": len(downloads),
+            "measured_s": round(sum(d.total_s for d in downloads), 3),
+            "get_s": round(sum(d.get_s for d in downloads), 3),
+            "document_of_s": round(sum(d.document_s for d in downloads), 3),
+            "to_csv_s": round(sum(d.csv_s for d in downloads), 3),
+            "all_s": round(extrapolated, 3),
+            "ms_per_statement": round(extrapolated / max(len(others), 1) * 1000, 3),
+            "by_role": by_role,
+            "slowest": [
+                {"seconds": round(d.total_s, 3), "lines": d.lines, "role": d.role}
+                for d in sorted(downloads, key=lambda d: -d.total_s)[:5]
+            ],
+        },
+        "steps": watch.tree(),
         "total_s": round(total, 3),
-        "read_s": round(read_s, 3),
-        "from_json_s": round(parse_s, 3),
-        "to_csv_s": round(csv_s, 3),
-        "ms_per_statement": round(total / max(count, 1) * 1000, 3),
-        "to_csv_ms_per_statement": round(csv_s / max(count, 1) * 1000, 3),
-        "scaled_to_10k_s": round(total / max(count, 1) * TARGET_STATEMENTS, 2),
-        "without_largest_ms_per_statement": round(
-            (total - (slowest[0][0] if slowest else 0.0)) / max(count - 1, 1) * 1000, 3
-        ),
-        "csv_bytes_total": csv_bytes,
-        "slowest": [{"seconds": round(s, 3), "rows": n, "number": number} for s, n, number in slowest[:5]],
-        "cpu_s": meter.used(),
+        "ms_per_statement": round(total / max(len(statements), 1) * 1000, 3),
+        "scaled_to_10k_s": round(total / max(len(statements), 1) * TARGET_STATEMENTS, 2),
+        "explain_lines_query": plans,
+        "cpu_s": cpu,
+        "other_cores": round(cpu["other"] / max(measured_s + big.total_s, 1e-9), 2),
         "peak_rss_mb": peak_rss_mb(),
     }
 
 
+def _extrapolate(downloads: list[Download], population: dict[str, int]) -> float:
+    """Seconds for every statement of ``population``: each role's measured mean × its count (the overall
+    mean for a role not measured yet)."""
+    if not downloads:
+        return 0.0
+    overall = sum(d.total_s for d in downloads) / len(downloads)
+    total = 0.0
+    for role, count in population.items():
+        mine = [d.total_s for d in downloads if d.role == role]
+        total += (sum(mine) / len(mine) if mine else overall) * count
+    return total
+
+
 def postgres_settings(url: str) -> dict[str, str]:
     names = ("shared_buffers", "work_mem", "maintenance_work_mem", "synchronous_commit", "max_wal_size", "fsync")
+    settings = {}
     with psycopg.connect(url) as conn:
-        return {
-            name: str(conn.execute(sql.SQL("SHOW {}").format(sql.Identifier(name))).fetchone()[0]) for name in names
-        }  # type: ignore[index]
+        for name in names:
+            row = conn.execute(sql.SQL("SHOW {}").format(sql.Identifier(name))).fetchone()
+            settings[name] = str(row[0]) if row is not None else "unknown"
+    return settings
 
 
 # -- the report ----------------------------------------------------------------------------------
@@ -1117,8 +1387,19 @@ def step_s(part: dict[str, Any], path: str) -> float:
     return next((s["seconds"] for s in part["steps"] if s["path"] == path), 0.0)
 
 
-def _step_rows(steps: list[dict[str, Any]], total: float, depth: int = 3) -> list[str]:
+def _change(before: float, now: float) -> str:
+    if before <= 0:
+        return "—"
+    return f"{now / before:.2f}× ({100 * (now - before) / before:+.0f}%)"
+
+
+def _step_rows(
+    steps: list[dict[str, Any]], total: float, depth: int = 3, before: dict[str, float] | None = None
+) -> list[str]:
+    """The step table; with ``before``, a column with the previous run's seconds of the same path (and a
+    row per path that ran only then)."""
     rows = []
+    now_paths = {step["path"] for step in steps}
     for step in steps:
         level = step["path"].count("/")
         if level > depth:
@@ -1126,14 +1407,23 @@ def _step_rows(steps: list[dict[str, Any]], total: float, depth: int = 3) -> lis
         name = step["path"].rsplit("/", 1)[-1]
         indent = "&nbsp;&nbsp;" * level
         calls = f" ×{step['calls']:,} (longest {step['longest_call_s']:.3f})" if step["calls"] > 1 else ""
-        rows.append(
-            f"| {indent}{name}{calls} | {step['seconds']:.3f} | {step['self_s']:.3f} | "
-            f"{100 * step['seconds'] / total:.1f}% |"
-        )
-    return ["| step | seconds | self | share of total |", "|---|---|---|---|", *rows]
+        cells = [f"{indent}{name}{calls}", f"{step['seconds']:.3f}", f"{step['self_s']:.3f}"]
+        cells.append(f"{100 * step['seconds'] / total:.1f}%")
+        if before is not None:
+            cells.append(f"{before[step['path']]:.3f}" if step["path"] in before else "—")
+        rows.append("| " + " | ".join(cells) + " |")
+    if before is None:
+        return ["| step | seconds | self | share of total |", "|---|---|---|---|", *rows]
+    gone = [path for path in before if path not in now_paths and path.count("/") <= depth]
+    rows += [f"| {path} (gone) | — | — | — | {before[path]:.3f} |" for path in gone]
+    return [
+        "| step | seconds | self | share of total | before (s) |",
+        "|---|---|---|---|---|",
+        *rows,
+    ]
 
 
-def _settle_section(title: str, part: dict[str, Any]) -> list[str]:
+def _settle_section(title: str, part: dict[str, Any], before: dict[str, float]) -> list[str]:
     check = part["check"]
     return [
         title,
@@ -1145,29 +1435,71 @@ def _settle_section(title: str, part: dict[str, Any]) -> list[str]:
         f"- client-side text rendering alone inside copy_in (diagnostic, no I/O): {part['copy_in_client_rendering_s']}",
         f"- delivery statuses: {check['delivery_statuses']}; ledger checks: {check['checks']}",
         "",
-        "Steps (wall seconds; `self` = not covered by the timed sub-steps listed under it):",
+        "Steps (wall seconds; `self` = not covered by the timed sub-steps listed under it; `before` = the same "
+        "path in the previous run; `(gone)` = a step of the previous run that no longer exists, by its full path):",
         "",
-        *_step_rows(part["steps"], part["total_s"]),
+        *_step_rows(part["steps"], part["total_s"], before=before),
     ]
 
 
-def _statements_summary(issue: dict[str, Any], render: dict[str, Any]) -> list[str]:
-    if "error" in issue:
-        return [f"- issue_all **failed**: {issue['error']} (peak RSS {issue['peak_rss_mb']:,.0f} MB)."]
-    lines = [
-        f"- issue_all: **{issue['statements']:,} statements in {issue['total_s']:.2f} s** "
-        f"({issue['ms_per_statement']:.1f} ms each, ≈ {issue['scaled_to_10k_s']:.0f} s per {TARGET_STATEMENTS:,}; "
-        f"the utility's statement alone {issue['largest_statement_s']:.1f} s, the others "
-        f"{issue['without_largest_ms_per_statement']:.1f} ms each)."
+def csv_measured(render: dict[str, Any]) -> str:
+    """Exactly what the CSV figure is made of."""
+    others = render["others"]
+    if render["decision"] == "all" and others["measured"] == others["population"]:
+        return f"all {render['statements']:,} statements measured"
+    stop = " (the time budget ended it)" if render["budget_hit"] else ""
+    return (
+        f"measured: the utility's statement and a stratified random sample of {others['measured']:,} of the other "
+        f"{others['population']:,}{stop}; the others' time is each role's measured mean × its number of statements"
+    )
+
+
+def _summary_table(result: dict[str, Any]) -> list[str]:
+    initial, recon, refs = result["initial"], result["reconciliation"], result["references"]
+    issue, render = result["statements"], result["render"]
+    rows = [
+        ("Initial settlement (settle_day + commit)", BEFORE["initial_s"], initial["total_s"]),
+        ("Reconciliation (1% of readings corrected)", BEFORE["reconciliation_s"], recon["total_s"]),
+        *[
+            (f"Raw COPY reference: {label}", BEFORE["references_s"][name], refs[name]["median_s"])
+            for name, label in (
+                ("plain_table", "unindexed table"),
+                ("pk_only", "primary key only"),
+                ("settlement_line", "settlement_line (before: PK + seller + utility index; now PK + seller index)"),
+            )
+        ],
     ]
-    if "error" in render:
-        return [*lines, f"- CSV rendering **failed**: {render['error']} (peak RSS {render['peak_rss_mb']:,.0f} MB)."]
-    largest = render["slowest"][0]["seconds"] if render["slowest"] else 0.0
+    if "error" not in issue:
+        rows.append(
+            (f"issue_all ({issue['statements']:,} statements) + commit", BEFORE["issue_all_s"], issue["total_s"])
+        )
+    if "error" not in render:
+        rows += [
+            (
+                "CSV of every statement"
+                + (" (measured all)" if render["decision"] == "all" else " (sampled and extrapolated, see below)"),
+                BEFORE["csv_s"],
+                render["total_s"],
+            ),
+            ("&nbsp;&nbsp;the utility's statement", BEFORE["csv_utility_s"], render["utility"]["total_s"]),
+            (
+                "&nbsp;&nbsp;the others",
+                BEFORE["csv_s"] - BEFORE["csv_utility_s"],
+                render["others"]["all_s"],
+            ),
+        ]
+    if "error" not in issue and "error" not in render:
+        rows.append(
+            (
+                f"Statements: issue_all + every CSV, per {TARGET_STATEMENTS:,}",
+                (BEFORE["issue_all_s"] + BEFORE["csv_s"]) / BEFORE["statements"] * TARGET_STATEMENTS,
+                (issue["total_s"] + render["total_s"]) / issue["statements"] * TARGET_STATEMENTS,
+            )
+        )
     return [
-        *lines,
-        f"- Rendering all of them to CSV: **{render['total_s']:.2f} s** ({render['ms_per_statement']:.1f} ms each, "
-        f"≈ {render['scaled_to_10k_s']:.0f} s per {TARGET_STATEMENTS:,}; the utility's alone {largest:.1f} s, the "
-        f"others {render['without_largest_ms_per_statement']:.1f} ms each).",
+        "| measurement | before (s) | now (s) | now / before |",
+        "|---|---|---|---|",
+        *[f"| {name} | {before:.2f} | {now:.2f} | {_change(before, now)} |" for name, before, now in rows],
     ]
 
 
@@ -1176,25 +1508,68 @@ def _statements_section(world: dict[str, Any], issue: dict[str, Any], render: di
     if "error" in issue:
         return [*lines, f"issue_all failed: {issue['error']}; peak RSS {issue['peak_rss_mb']:,.0f} MB."]
     lines += [
-        f"issue_all for {world['day']} .. {world['day']} + commit: {issue['total_s']:.3f} s for "
-        f"{issue['statements']:,} statements; {issue['lines_total']:,} lines in all, at most {issue['lines_max']:,} "
-        "in one (the utility's: every award of the day); stored JSON documents "
-        f"{issue['document_bytes_total'] / 1e6:,.1f} MB, the largest {issue['document_bytes_max'] / 1e6:,.1f} MB. "
+        f"issue_all for {world['day']} .. {world['day']} + commit: **{issue['total_s']:.3f} s for "
+        f"{issue['statements']:,} statements** ({issue['ms_per_statement']:.2f} ms each, ≈ "
+        f"{issue['scaled_to_10k_s']:.0f} s per {TARGET_STATEMENTS:,} if it grew with the count; it grows with the "
+        f"period's lines); {issue['lines_total']:,} statement lines in all, at most {issue['lines_max']:,} in one "
+        f"(the utility's: every award of the day); nothing but the row is stored per statement: the statement table "
+        f"is {issue['statement_table_bytes'] / 1e6:,.1f} MB with its indexes, the run lists "
+        f"{issue['runs_json_bytes_total'] / 1e6:,.2f} MB (before: 940.5 MB of JSON documents, the largest 465 MB). "
         f"CPU seconds: {issue['cpu_s']}; peak RSS so far {issue['peak_rss_mb']:,.0f} MB.",
         "",
-        *_step_rows(issue["steps"], issue["total_s"], depth=2),
+        *_step_rows(issue["steps"], issue["total_s"], depth=3),
         "",
     ]
     if "error" in render:
         return [*lines, f"CSV rendering failed: {render['error']}; peak RSS {render['peak_rss_mb']:,.0f} MB."]
-    return [
-        *lines,
-        "Rendering every statement to CSV (read the stored JSON document, `from_json`, `to_csv`): "
-        f"{render['total_s']:.3f} s for {render['statements']:,}: read {render['read_s']:.3f} s, from_json "
-        f"{render['from_json_s']:.3f} s, to_csv {render['to_csv_s']:.3f} s ({render['to_csv_ms_per_statement']:.2f} ms "
-        f"each); {render['csv_bytes_total'] / 1e6:,.1f} MB of CSV; peak RSS so far {render['peak_rss_mb']:,.0f} MB. "
-        f"Slowest (seconds, rows): {[(s['seconds'], s['rows']) for s in render['slowest']]}.",
+    big, others = render["utility"], render["others"]
+    slowest = [(d["seconds"], d["lines"], d["role"]) for d in others["slowest"]]
+    role_rows = [
+        f"| {role} | {r['population']:,} | {r['measured']:,} | {r['mean_lines']:,.0f} | {r['mean_get_ms']:.2f} | "
+        f"{r['mean_document_of_ms']:.1f} | {r['mean_to_csv_ms']:.2f} | {r['mean_total_ms']:.1f} | "
+        f"{r['max_total_ms']:.1f} | {r['population'] * r['mean_total_ms'] / 1000:.1f} |"
+        for role, r in others["by_role"].items()
     ]
+    lines += [
+        "### Downloading every statement as CSV (`session.get`, `document_of`, `to_csv`)",
+        "",
+        f"{csv_measured(render)}. All {render['statements']:,}: **{render['total_s']:.2f} s** "
+        f"({render['ms_per_statement']:.1f} ms each, ≈ {render['scaled_to_10k_s']:.0f} s per {TARGET_STATEMENTS:,}); "
+        f"wall time of what was measured {render['measured_wall_s']:.1f} s for {render['measured_statements']:,} "
+        f"statements; CPU seconds {render['cpu_s']}; peak RSS so far {render['peak_rss_mb']:,.0f} MB.",
+        "",
+        f"- The utility's statement ({big['lines']:,} lines): {big['total_s']:.2f} s = row {big['get_s']:.3f} s + "
+        f"document_of {big['document_s']:.2f} s + to_csv {big['csv_s']:.2f} s; {big['csv_bytes'] / 1e6:,.1f} MB "
+        "of CSV.",
+        f"- The other {others['population']:,}: {others['all_s']:.2f} s "
+        f"({others['ms_per_statement']:.1f} ms each); the {others['measured']:,} measured took "
+        f"{others['measured_s']:.2f} s: row {others['get_s']:.2f} s, document_of {others['document_of_s']:.2f} s, "
+        f"to_csv {others['to_csv_s']:.2f} s. Slowest (seconds, lines, role): {slowest}.",
+        "",
+        "| role | statements | measured | mean lines | row ms | document_of ms | to_csv ms | mean ms | max ms | "
+        "all of the role (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        *role_rows,
+        "",
+        "The utility's download, steps:",
+        "",
+        *_step_rows(render["utility_steps"], big["total_s"], depth=3),
+        "",
+        f"The {others['measured']:,} other downloads measured, steps (share of their {others['measured_s']:.2f} s):",
+        "",
+        *_step_rows(render["steps"], others["measured_s"], depth=3),
+        "",
+    ]
+    for who, plan in render["explain_lines_query"].items():
+        lines += [
+            f"`EXPLAIN (ANALYZE, BUFFERS)` of the lines query `document_of` runs for the {who}'s statement:",
+            "",
+            "```",
+            *plan,
+            "```",
+            "",
+        ]
+    return lines
 
 
 def markdown(result: dict[str, Any]) -> list[str]:
@@ -1208,10 +1583,12 @@ def markdown(result: dict[str, Any]) -> list[str]:
         over = initial["total_s"] - TARGET_SETTLE_S
         verdict = f"**missed** by {over:.2f} s ({initial['total_s'] / TARGET_SETTLE_S:.2f}× the target)"
     corrections = result["corrections"]
+    untracked = ", ".join(env.get("git_untracked_files", [])) or "none"
     return [
         "# Settlement of a day and its statements (PostgreSQL)",
         "",
         *environment_markdown(env),
+        f"- untracked files in the work tree (imported code among them counts too): {untracked}",
         f"- Polars {env['polars']} ({env['polars_threads']} threads); PostgreSQL settings: {env['postgres_settings']}",
         f"- world (scale {result['parameters']['scale']}): {world['participants']:,} participants, "
         f"{world['sites']:,} sites ({world['member_sites']:,} in {result['mix']['aggregators']} portfolios), "
@@ -1223,35 +1600,76 @@ def markdown(result: dict[str, Any]) -> list[str]:
         "",
         "## Summary",
         "",
+        f"Now against {BEFORE['label']}: the same world (sizes and seed), the same references. Both runs shared the "
+        "machine with other agents' work (see the warning at the end); compare the ratios to the raw COPY references "
+        "measured in the same run as well as the seconds.",
+        "",
+        *_summary_table(result),
+        "",
         f"- **Initial settlement of {initial['line_count']:,} award-ISPs: {initial['total_s']:.2f} s** "
         f"(target ≤ {TARGET_SETTLE_S:.0f} s on 2 cores: {verdict}); {initial['entry_count']:,} ledger entries.",
         f"- Raw COPY of the same {refs['plain_table']['rows']:,} rows (settlement_line shape, pre-rendered text, "
         f"committed; median of {len(refs['plain_table']['seconds'])}): unindexed plain table **{plain:.2f} s**, "
-        f"the same table with only the primary key {pk:.2f} s, settlement_line itself (PK + 2 indexes + FK) "
+        f"the same table with only the primary key {pk:.2f} s, settlement_line itself (PK + seller index + FK) "
         f"**{line_ref:.2f} s**. **Ratio settle / raw COPY: {initial['total_s'] / plain:.1f}× (plain table), "
-        f"{initial['total_s'] / line_ref:.1f}× (settlement_line).**",
+        f"{initial['total_s'] / line_ref:.1f}× (settlement_line)** (before: "
+        f"{BEFORE['initial_s'] / BEFORE['references_s']['plain_table']:.1f}× and "
+        f"{BEFORE['initial_s'] / BEFORE['references_s']['settlement_line']:.1f}×).",
         f"- Reconciliation after correcting {corrections['readings_corrected']:,} readings (1%, "
         f"{corrections['sites_marked']:,} sites marked): **{recon['total_s']:.2f} s**, "
         f"{recon['entry_count']:,} adjustment entries posted, {recon['line_count']:,} lines stored again.",
         *_statements_summary(issue, render),
         "",
-        *_settle_section("## Initial settlement: settle_day(INITIAL) in one transaction + commit", initial),
+        *_settle_section(
+            "## Initial settlement: settle_day(INITIAL) in one transaction + commit", initial, BEFORE["initial_steps"]
+        ),
         "",
-        *_settle_section("## Reconciliation after correcting 1% of the readings", recon),
+        *_settle_section(
+            "## Reconciliation after correcting 1% of the readings", recon, BEFORE["reconciliation_steps"]
+        ),
         "",
         *_statements_section(world, issue, render),
-        "",
-        "## What dominates, and what would fix it",
+        "## What dominates now, and what would bring settle_day to 15 s",
         "",
         *result["analysis"],
         "",
         *contamination_note(result["other_cores"]),
+        f"The previous run's: {BEFORE['other_cores']}.",
     ]
+
+
+def per_10k(seconds: float, statements: int) -> float:
+    return seconds / max(statements, 1) * TARGET_STATEMENTS
+
+
+def _statements_summary(issue: dict[str, Any], render: dict[str, Any]) -> list[str]:
+    if "error" in issue:
+        return [f"- issue_all **failed**: {issue['error']} (peak RSS {issue['peak_rss_mb']:,.0f} MB)."]
+    lines = [
+        f"- issue_all: **{issue['statements']:,} statements in {issue['total_s']:.2f} s** "
+        f"({issue['ms_per_statement']:.2f} ms each; before {BEFORE['issue_all_s']:.1f} s)."
+    ]
+    if "error" in render:
+        return [*lines, f"- CSV rendering **failed**: {render['error']} (peak RSS {render['peak_rss_mb']:,.0f} MB)."]
+    return [
+        *lines,
+        f"- Downloading every statement as CSV (`document_of` + `to_csv`): **{render['total_s']:.2f} s** "
+        f"({render['ms_per_statement']:.1f} ms each; the utility's alone {render['utility']['total_s']:.1f} s, the "
+        f"others {render['others']['ms_per_statement']:.1f} ms each; {csv_measured(render)}; before "
+        f"{BEFORE['csv_s']:.1f} s reading stored documents).",
+        f"- **Generating {TARGET_STATEMENTS:,} statements as CSV** (issue_all + every download, scaled linearly from "
+        f"{issue['statements']:,}): **≈ {per_10k(issue['total_s'] + render['total_s'], issue['statements']):.0f} s** "
+        f"(before ≈ {per_10k(BEFORE['issue_all_s'] + BEFORE['csv_s'], BEFORE['statements']):.0f} s).",
+    ]
+
+
+def _self_s(part: dict[str, Any], path: str) -> float:
+    return next((s["self_s"] for s in part["steps"] if s["path"] == path), 0.0)
 
 
 def analysis(result: dict[str, Any]) -> list[str]:
     """Measured statements about where the time goes; every figure comes from this run."""
-    initial, refs, issue, render = result["initial"], result["references"], result["statements"], result["render"]
+    initial, refs = result["initial"], result["references"]
     total = initial["total_s"]
     top = "settle_day"
     delivery = f"{top}/compute_delivery"
@@ -1264,113 +1682,192 @@ def analysis(result: dict[str, Any]) -> list[str]:
     }
     reads = {
         "awards": step_s(initial, f"{delivery}/_awards"),
+        "sites": step_s(initial, f"{delivery}/_sites"),
         "readings": step_s(initial, f"{delivery}/_readings"),
         "nominations": step_s(initial, f"{delivery}/_nominations"),
-        "delivery lines read back": step_s(initial, f"{top}/_settle_lines/read_frame"),
-        "member deliveries read back": step_s(initial, f"{top}/_pass_through/read_frame"),
     }
     compute = {
         "baselines": step_s(initial, f"{delivery}/compute_baselines"),
         "delivered": step_s(initial, f"{delivery}/_delivered"),
         "offer lines": step_s(initial, f"{delivery}/_offer_lines"),
         "content hash (CSV of all lines)": step_s(initial, f"{delivery}/_store/_content_hash"),
-        "amounts": step_s(initial, f"{top}/_settle_lines/frame_amounts"),
+        "compute_delivery's own code (joins, local time, the settle frame)": _self_s(initial, delivery),
+        "_settle_lines (amounts, select, sort)": step_s(initial, f"{top}/_settle_lines"),
+        "pass-through": step_s(initial, f"{top}/_pass_through"),
     }
-    ledger = step_s(initial, f"{top}/_post_differences")
-    line_ref, plain = refs["settlement_line"]["median_s"], refs["plain_table"]["median_s"]
-    rendering = initial["copy_in_client_rendering_s"]
+    ledger = step_s(initial, f"{top}/_post_differences") - writes["journal_entry"]
+    line_ref, plain, pk = (refs[n]["median_s"] for n in ("settlement_line", "plain_table", "pk_only"))
+    cpu = initial["cpu_s"]
 
     def listed(parts: dict[str, float]) -> str:
         return ", ".join(f"{name} {seconds:.2f} s" for name, seconds in parts.items())
 
-    out = [
-        f"- Writing rows (COPY through `copy_in` / the ledger's COPY): **{sum(writes.values()):.2f} s = "
-        f"{100 * sum(writes.values()) / total:.0f}%** of the initial run ({listed(writes)}). The raw COPY of the same "
-        f"number of pre-rendered rows into settlement_line takes {line_ref:.2f} s ({plain:.2f} s into an unindexed "
-        f"table, {refs['pk_only']['median_s']:.2f} s with only the primary key), and copy_in's client-side text "
-        f"rendering alone takes {rendering}: the rest is index maintenance and the server's parsing.",
-        f"- Reading inputs: **{sum(reads.values()):.2f} s = {100 * sum(reads.values()) / total:.0f}%** "
-        f"({listed(reads)}). The delivery lines `_settle_lines` reads back were computed, and written, by "
-        "`compute_delivery` a moment earlier in the same process.",
-        f"- Polars computation: {sum(compute.values()):.2f} s ({listed(compute)}). Ledger posting "
-        f"(`_post_differences`, {initial['entry_count']:,} entries): {ledger:.2f} s.",
-        f"- Reconciliation: the whole day is recomputed and stored again (delivery lines, member deliveries, "
-        f"settlement lines: {result['reconciliation']['line_count']:,} rows) to post "
-        f"{result['reconciliation']['entry_count']:,} adjustment entries; its cost is the initial run's.",
+    def share(parts: dict[str, float] | float) -> str:
+        seconds = sum(parts.values()) if isinstance(parts, dict) else parts
+        return f"**{seconds:.2f} s = {100 * seconds / total:.0f}%**"
+
+    return [
+        "### settle_day",
+        "",
+        f"- Writing rows (COPY through `copy_in` / the ledger's COPY): {share(writes)} of the initial run "
+        f"({listed(writes)}). The raw COPY of the same number of pre-rendered rows into settlement_line takes "
+        f"{line_ref:.2f} s ({plain:.2f} s into an unindexed table, {pk:.2f} s with only the primary key), so the "
+        f"seller index and the foreign key to settlement_run cost {line_ref - pk:.2f} s of it; dropping the utility "
+        f"index changed the reference from {BEFORE['references_s']['settlement_line']:.2f} s to {line_ref:.2f} s "
+        "(a single-value index is cheap to maintain; the random-UUID seller index and the per-row foreign-key "
+        f"check are not). copy_in's client-side text rendering alone: {initial['copy_in_client_rendering_s']}.",
+        f"- Reading inputs: {share(reads)} ({listed(reads)}); `DISTINCT ON` halved the readings "
+        f"({INITIAL_STEPS_BEFORE[f'{delivery}/_readings']:.2f} s before) and cut the nominations "
+        f"({INITIAL_STEPS_BEFORE[f'{delivery}/_nominations']:.2f} s before); nothing is read back any more "
+        f"(before: {INITIAL_STEPS_BEFORE[f'{top}/_settle_lines/read_frame']:.2f} s + "
+        f"{INITIAL_STEPS_BEFORE[f'{top}/_pass_through/read_frame']:.2f} s).",
+        f"- Polars and Python computation: {share(compute)} ({listed(compute)}).",
+        f"- Ledger posting (`_post_differences` without its COPY, {initial['entry_count']:,} entries): "
+        f"{share(ledger)}; the audit record: {step_s(initial, f'{top}/record'):.3f} s.",
+        f"- CPU: this process {cpu['benchmark']:.1f} s and PostgreSQL {cpu['postgres']:.1f} s in {total:.1f} s of "
+        f"wall time, while other processes used {cpu['other'] / total:.2f} of the 2 cores on average. The run is "
+        "mostly sequential (Python computes, then the server writes), so on an idle machine it would still take "
+        f"between {max(cpu['benchmark'], cpu['postgres'], (cpu['benchmark'] + cpu['postgres']) / 2):.0f} s (client "
+        f"and server perfectly overlapped on the 2 cores) and {cpu['benchmark'] + cpu['postgres']:.0f} s (strictly "
+        "serial): being alone on the machine does not reach 15 s, the work itself has to shrink.",
+        "",
+        *road_to_target(result),
+        "",
+        *statements_analysis(result),
     ]
-    fix_lines = ["", "Fixes, with what this run measured for the part each removes:", "", *fixes(result)]
-    if "error" in issue or "error" in render:
-        return [*out, f"- Statements failed: {issue.get('error') or render.get('error')}.", *fix_lines]
-    longest_doc = next(
-        (s["longest_call_s"] for s in issue["steps"] if s["path"].endswith("/build_document")), 0.0
-    ) + next((s["longest_call_s"] for s in issue["steps"] if s["path"].endswith("/to_json")), 0.0)
-    per_statement = sum(s["seconds"] for s in issue["steps"] if s["path"].endswith(("/_latest", "/_next_number")))
-    slowest = render["slowest"][0] if render["slowest"] else {"seconds": 0.0, "rows": 0}
-    out += [
-        f"- Statements: the utility's one statement holds every award line of the day ({issue['lines_max']:,} lines, "
-        f"{issue['document_bytes_max'] / 1e6:,.0f} MB of JSON): building and serialising it took {longest_doc:.2f} s "
-        f"of issue_all's {issue['total_s']:.2f} s, and reading + rendering it to CSV {slowest['seconds']:.2f} s of "
-        f"{render['total_s']:.2f} s. Two queries per statement (`_latest`, `_next_number` with its row lock and "
-        f"flush) took {per_statement:.2f} s in all.",
-        *fix_lines,
-    ]
-    return out
 
 
-def fixes(result: dict[str, Any]) -> list[str]:
-    """Concrete changes to the services (not made here: the benchmark owns no service code), each with the
-    seconds this run measured for the part it removes."""
-    initial, recon, refs, issue = (
-        result["initial"],
-        result["reconciliation"],
-        result["references"],
-        result["statements"],
-    )
+def road_to_target(result: dict[str, Any]) -> list[str]:
+    """The changes that would bring the initial settlement towards the target, each with the seconds this
+    run measured for the part it removes (a step's time, or a difference of two references)."""
+    initial, refs = result["initial"], result["references"]
+    total = initial["total_s"]
     top, delivery = "settle_day", "settle_day/compute_delivery"
-    read_back = step_s(initial, f"{top}/_settle_lines/read_frame") + step_s(initial, f"{top}/_pass_through/read_frame")
-    index_cost = refs["settlement_line"]["median_s"] - refs["pk_only"]["median_s"]
-    delivery_write = step_s(initial, f"{delivery}/_store/copy_in(delivery_line)")
-    lookups = step_s(initial, f"{delivery}/_readings") + step_s(initial, f"{delivery}/_nominations")
-    hashing = step_s(initial, f"{delivery}/_store/_content_hash")
-    out = [
-        f"1. `_settle_lines` and `_pass_through` read back (COPY TO + parse) the delivery lines and member "
-        f"deliveries `compute_delivery` has just built in memory: return the frames from `compute_delivery` "
-        f"instead: **−{read_back:.1f} s**.",
-        f"2. settlement_line's secondary indexes on `seller_id` and `utility_id` (one utility: one distinct value) "
-        f"cost {index_cost:.1f} s of the raw COPY's {refs['settlement_line']['median_s']:.1f} s (only the primary key: "
-        f"{refs['pk_only']['median_s']:.1f} s); reads filter by run first (the primary key's prefix), so an index on "
-        f"(run_id, seller_id) or none would do: **≈ −{index_cost:.1f} s**.",
-        f"3. Every award is written twice per run: delivery_line (baseline, actual, delivered, status) and "
-        f"settlement_line (the same keys + money). Storing the delivery columns in settlement_line (or not storing "
-        f"settlement_line's copy of ordered/delivered kW) removes one 1M-row COPY: **≈ −{delivery_write:.1f} s**.",
-        f"4. `_readings` and `_nominations` pick the latest version with a correlated `MAX(version)` subquery per "
-        f"row ({lookups:.1f} s together); `DISTINCT ON (site_id, isp_start) ... ORDER BY version DESC`, or reading "
-        "version 1 and the few corrections apart, is one index scan. And `compute_delivery` reads "
-        "`max_lookback_days` (45 by default, also for `nominated` and `meter_before_after`, which use only the day) "
-        "of history: with a real meter history that is 46 days of readings for every involved site (≈ 44M rows at "
-        "this size) read for nothing; this benchmark has no history, so that cost is not in the figures above.",
-        f"5. `_content_hash` writes every line as CSV to hash it ({hashing:.1f} s); hashing the inputs, or "
-        "`hash_rows()` of the frame, is a fraction of that.",
-        f"6. A reconciliation recomputes and rewrites the whole day ({recon['total_s']:.1f} s, {recon['line_count']:,} "
-        f"lines) to post {recon['entry_count']:,} entries; settling only the offers of the marked sites (from "
-        "`resettlement_mark`) and carrying the other lines forward by reference would make it proportional to the "
-        "corrections.",
+    index_fk = refs["settlement_line"]["median_s"] - refs["pk_only"]["median_s"]
+    items = [
+        (
+            "Write every award once: `delivery_line` and `settlement_line` hold the same 960k keys; store baseline, "
+            "actual, status and direction in settlement_line (or the amounts in delivery_line). The statements' "
+            "lines query then also loses its 1M-row hash join (it spills to disk at `work_mem` 4MB, see the plan).",
+            step_s(initial, f"{delivery}/_store/copy_in(delivery_line)"),
+            "copy_in(delivery_line)",
+        ),
+        (
+            "No secondary index and no per-row foreign key on settlement_line while it is written: a seller's lines "
+            "are found through their offers (`flex_offer.seller_id`, then the primary key's (run_id, offer_id) "
+            "prefix); the run row is written in the same transaction, so the FK proves nothing per row.",
+            index_fk,
+            "raw COPY settlement_line − primary key only",
+        ),
+        (
+            "Keep member deliveries per member and day (what pass-through and the statements use), not per ISP "
+            "(96× fewer rows), or write them only for portfolios with a positive net.",
+            step_s(initial, f"{delivery}/_store/copy_in(member_delivery)"),
+            "copy_in(member_delivery)",
+        ),
+        (
+            "Hash the computation with `DataFrame.hash_rows()` (or hash the inputs) instead of writing every line "
+            "as CSV.",
+            step_s(initial, f"{delivery}/_store/_content_hash"),
+            "_content_hash",
+        ),
     ]
-    if "error" not in issue:
-        per_line = issue["document_bytes_max"] / max(issue["lines_max"], 1)
-        days = 2**30 / per_line / max(issue["lines_max"], 1)
-        out.append(
-            f"7. Statements: the utility's statement lists every award line of the market ({issue['lines_max']:,} "
-            f"lines/day, {per_line:.0f} bytes of JSON each): {issue['largest_statement_s']:.0f} s to issue and a "
-            f"{issue['document_bytes_max'] / 1e6:,.0f} MB document. PostgreSQL refuses a bytea over 1 GB, so a "
-            f"utility statement of more than {days:.1f} days of this market cannot be stored at all (a monthly one "
-            "would be ~30× this). Aggregate the utility's lines (per congestion point and ISP, or per order and day) "
-            "and keep the per-award detail in settlement_line, or store and stream the document in parts. For the "
-            "other statements, `_latest` and `_next_number` are two round trips and a row lock per statement: one "
-            "query for every latest statement of the period and one `last_number += n` would remove most of "
-            "`issue_from`'s own time."
-        )
-    return out
+    rows, remaining = [], total
+    cpu = initial["cpu_s"]
+    own_per_wall = (cpu["benchmark"] + cpu["postgres"]) / total
+    for text_, seconds, measured in items:
+        remaining -= seconds
+        rows.append(f"| {text_} | {measured} | −{seconds:.1f} | {remaining:.1f} |")
+    return [
+        "### What would bring settle_day to 15 s",
+        "",
+        f"Starting from this run's {total:.1f} s (each saving is what this run measured for the part removed):",
+        "",
+        "| change | measured as | seconds | left |",
+        "|---|---|---|---|",
+        *rows,
+        "",
+        f"That leaves ≈ {remaining:.0f} s on this loaded machine: reads of awards, readings and nominations "
+        f"({step_s(initial, f'{delivery}/_awards'):.1f} + {step_s(initial, f'{delivery}/_readings'):.1f} + "
+        f"{step_s(initial, f'{delivery}/_nominations'):.1f} s), the "
+        f"one remaining 1M-row COPY at its primary-key-only floor ({refs['pk_only']['median_s']:.1f} s raw), "
+        f"Polars work (delivered {step_s(initial, f'{delivery}/_delivered'):.1f} s, offer lines "
+        f"{step_s(initial, f'{delivery}/_offer_lines'):.1f} s, compute_delivery's own "
+        f"{_self_s(initial, delivery):.1f} s) and the ledger ({step_s(initial, f'{top}/_post_differences'):.1f} s, "
+        f"of which `accounts_for` {step_s(initial, f'{top}/_post_differences/accounts_for'):.1f} s for every "
+        "participant's account). Pro rata to this run's own CPU (this process and PostgreSQL used "
+        f"{own_per_wall:.2f} CPU-seconds per wall second while other processes took "
+        f"{cpu['other'] / total:.1f} of the 2 cores), that is ≈ {remaining * own_per_wall:.0f} CPU-seconds: on an "
+        f"idle machine between ≈ {remaining * own_per_wall / 2:.0f} s (client and server fully overlapped) and "
+        f"≈ {remaining * own_per_wall:.0f} s (serial). So these changes bring 15 s within reach on an idle machine "
+        "but do not guarantee it. Not measured here, so not counted above: reading each offer's site, portfolio "
+        "and utility once (10k rows) and joining them in Polars instead of three more UUID columns on each of the "
+        "960k award rows; reading readings and nominations on a second connection (same exported snapshot) while "
+        "the awards are parsed; looking up only the accounts of participants with a non-zero flow.",
+    ]
+
+
+def statements_analysis(result: dict[str, Any]) -> list[str]:
+    issue, render = result["statements"], result["render"]
+    if "error" in issue or "error" in render:
+        return [f"- Statements failed: {issue.get('error') or render.get('error')}."]
+    read = step_s(issue, "issue_all/load_period")
+    many_self = _self_s(issue, "issue_all/_issue_many")
+    big, others = render["utility"], render["others"]
+    household = others["by_role"].get("household", {})
+    plan_ms = next(
+        (
+            line.split(":")[1].strip()
+            for line in render["explain_lines_query"].get("household", [])
+            if "Execution" in line
+        ),
+        "?",
+    )
+    utility_plan = next(
+        (
+            line.split(":")[1].strip()
+            for line in render["explain_lines_query"].get("utility", [])
+            if "Execution" in line
+        ),
+        "?",
+    )
+    utility_read = step_s({"steps": render["utility_steps"]}, "document_of/load_period")
+    utility_build = step_s({"steps": render["utility_steps"]}, "document_of/build_document")
+    sample_read = step_s(render, "document_of/load_period")
+    sample_rest = others["measured_s"] - sample_read
+    per_rest_ms = 1000 * sample_rest / max(others["measured"], 1)
+    return [
+        "### Statements",
+        "",
+        f"- issue_all: {issue['total_s']:.1f} s (before {BEFORE['issue_all_s']:.1f} s). `load_period` reads every "
+        f"line of the period with its delivery, offer, site and portfolio ({issue['lines_max']:,} rows, 19 columns): "
+        f"{read:.1f} s, though the statement job needs only the amounts per seller and utility "
+        f"(`due_per_participant`, {step_s(issue, 'issue_all/_issue_many/due_per_participant'):.1f} s). The same query "
+        f"for the utility's download executes in {utility_plan} on the server (EXPLAIN ANALYZE, without producing "
+        "text; its hash join with delivery_line spills to temp files at `work_mem` 4MB). A separate check at scale "
+        "0.3 (288k lines, not in these files) split `read_frame` into about a third each: the query's execution, "
+        "producing and sending the rows as text (COPY TO), and parsing and converting them in Polars (11 decimal "
+        "columns). A `GROUP BY` in SQL over "
+        "settlement_line alone (seller_id, utility_id, Σ amounts, count) returns ~9,000 rows. `_issue_many`'s own "
+        f"{many_self:.1f} s is the ORM making and flushing {issue['statements']:,} `Statement` objects; one "
+        "`insert(Statement)` with a list of dicts (or COPY) is a fraction of that.",
+        f"- Downloads: each non-utility statement's `document_of` runs `(sl.seller_id = :p OR sl.utility_id = :p)` "
+        "over settlement_line; utility_id has no index any more, so PostgreSQL cannot combine two index scans and "
+        f"reads every line of every run (the household plan: a parallel seq scan of 1.9M rows, {plan_ms}). "
+        f"Households take {household.get('mean_total_ms', 0.0):.0f} ms each, {sample_read:.1f} s of the sample's "
+        f"{others['measured_s']:.1f} s is `load_period`, and everything else (row, get_market, build_document, "
+        f"to_csv) {sample_rest:.1f} s for {others['measured']:,} statements ({per_rest_ms:.1f} ms "
+        "each). Filter by the role (`seller_id = :p` unless the participant is a utility, `utility_id = :p` for a "
+        "utility), or `UNION ALL` of the two, and the lines query is an index scan of its ~100–5,000 rows: at the "
+        f"sample's cost outside `load_period` that is ≈ {others['population'] * per_rest_ms / 60_000:.0f} min for all "
+        f"{others['population']:,} plus three indexed queries each, instead of ≈ {others['all_s'] / 60:.0f} min.",
+        f"- The utility's download: {big['total_s']:.1f} s (before {BEFORE['csv_utility_s']:.1f} s from the stored "
+        f"JSON): the lines query {utility_read:.1f} s, `build_document` {utility_build:.1f} s (960k "
+        f"`StatementLine`s of Decimals), `to_csv` {big['csv_s']:.1f} s. Rendering the CSV straight from the Polars "
+        "frame (the exact micro-to-text expressions `copy_in` uses, `write_csv`) skips both Python passes; and a "
+        "utility statement that lists every award of a month (30× this) should be aggregated (per congestion "
+        "point and ISP, or per order and day) with the detail left in settlement_line.",
+    ]
 
 
 def from_saved(path: str) -> None:
@@ -1407,6 +1904,7 @@ def main() -> None:
     say(f"world: {mix} -> {mix.sites} sites, {mix.offers} offers, {mix.participants} participants, day {day}")
     with scratch_database(args.admin_url, "flex_bench_settle") as url:
         env = environment(url, MODULE)
+        env["git_untracked_files"] = _git("ls-files", "--others", "--exclude-standard").splitlines()
         env["polars"] = pl.__version__
         env["polars_threads"] = pl.thread_pool_size()
         env["postgres_settings"] = postgres_settings(url)
@@ -1434,7 +1932,7 @@ def main() -> None:
         issued = guarded(lambda: issue_statements(factory, url, world))
         say(f"statements: {issued}"[:300])
         rendered = (
-            guarded(lambda: render_statements(factory, url, world))
+            guarded(lambda: render_statements(factory, url, world, args))
             if "error" not in issued
             else {"error": "skipped: issue_all failed", "peak_rss_mb": peak_rss_mb()}
         )
@@ -1444,9 +1942,10 @@ def main() -> None:
         "initial settlement": initial["cpu_s"]["other"] / initial["total_s"],
         "reconciliation": recon["cpu_s"]["other"] / recon["total_s"],
     }
-    for name, part in (("issue_all", issued), ("CSV rendering", rendered)):
-        if "error" not in part:
-            other_cores[name] = part["cpu_s"]["other"] / max(part["total_s"], 1e-9)
+    if "error" not in issued:
+        other_cores["issue_all"] = issued["cpu_s"]["other"] / max(issued["total_s"], 1e-9)
+    if "error" not in rendered:
+        other_cores["CSV rendering"] = rendered["other_cores"]
     result: dict[str, Any] = {
         "environment": env,
         "parameters": vars(args),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from market.auth.api import ApiKeyController
 from market.clearing.api import ClearingController
+from market.core.audit import AuditEventController
 from market.core.contexts import Context
 from market.grid.api import GridController
 from market.markets.api import MarketController
@@ -22,6 +23,7 @@ CONTEXT = Context(
         FlexRequestController,
         FlexOfferController,
         ClearingController,
+        AuditEventController,
     ],
     model_modules=[
         "market.markets.models",
@@ -31,6 +33,7 @@ CONTEXT = Context(
         "market.orders.models",
         "market.core.idempotency",
         "market.clearing.models",
+        "market.core.audit",
     ],
     task_modules=["market.clearing.tasks"],
     beat_schedule={

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from market.auth.keys import generate_key, hash_secret, parse_token, secret_matches
 from market.auth.models import ApiKey
 from market.auth.principal import Principal, Scope
+from market.core import audit
 from market.core.db import utcnow
 from market.core.errors import Conflict, NotFound
 from market.core.queries import Page, get_or_404, paginate
@@ -40,7 +41,9 @@ def create_key(
     if not principal.may_act_for(participant_id):
         raise NotFound.of("participant", participant_id)
     participant = get_or_404(session, Participant, participant_id, "participant")
-    return issue_key(session, participant, name, scopes, pepper)
+    key, token = issue_key(session, participant, name, scopes, pepper)
+    audit.record(session, "api_key.issue", "api_key", key.id, after=_key_snapshot(key), principal=principal)
+    return key, token
 
 
 def list_keys(
@@ -59,9 +62,17 @@ def revoke_key(session: Session, principal: Principal, api_key_id: uuid.UUID) ->
     if key is None or not principal.may_act_for(key.participant_id):
         raise NotFound.of("API key", api_key_id)
     if key.revoked_at is None:
+        before = _key_snapshot(key)
         key.revoked_at = utcnow()
         session.flush()
+        audit.record(
+            session, "api_key.revoke", "api_key", key.id, before=before, after=_key_snapshot(key), principal=principal
+        )
     return key
+
+
+def _key_snapshot(key: ApiKey) -> dict[str, object]:
+    return audit.snapshot(key, exclude=("secret_hash",))
 
 
 def authenticate(session: Session, token: str, pepper: str) -> Principal | None:
@@ -101,5 +112,6 @@ def bootstrap_operator(session: Session, name: str, pepper: str) -> tuple[Partic
         operator = Participant(id=uuid.uuid4(), name=name, role=Role.OPERATOR)
         session.add(operator)
         session.flush()
-    _, token = issue_key(session, operator, "bootstrap", list(Scope), pepper)
+    key, token = issue_key(session, operator, "bootstrap", list(Scope), pepper)
+    audit.record(session, "api_key.issue", "api_key", key.id, after=_key_snapshot(key), actor="bootstrap")
     return operator, token

@@ -41,6 +41,7 @@ from market.clearing.models import (
     RunStatus,
 )
 from market.clearing.solve import DEFAULT_SOLVER
+from market.core import audit
 from market.core.errors import Conflict, NotFound
 from market.core.queries import Page, paginate
 from market.grid.service import market_relief
@@ -212,6 +213,15 @@ def clear_day(
     session.add(run)
     session.flush()
     _store_result(session, run, book, result, clock)
+    # The actor is the request's principal if an operator asked, else the task's name.
+    audit.record(
+        session,
+        "clearing.run",
+        "clearing_run",
+        run.id,
+        after=audit.snapshot(run, exclude=("book",)),
+        actor=triggered_by,
+    )
     return run
 
 

@@ -7,7 +7,7 @@ import logging
 import uuid
 from datetime import date
 
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from market.clearing import service
 from market.core.db import unit_of_work, utcnow
@@ -23,7 +23,15 @@ def clear_task_id(market_id: uuid.UUID | str, day: date | str) -> str:
     return f"clear:{market_id}:{day}"
 
 
-@celery_app.task(name=CLEAR_TASK, acks_late=True, autoretry_for=(IntegrityError,), retry_backoff=True, max_retries=5)
+# A lost database connection (OperationalError) or a concurrent duplicate (IntegrityError) is retried:
+# the transaction rolled back whole, so the retry starts clean.
+@celery_app.task(
+    name=CLEAR_TASK,
+    acks_late=True,
+    autoretry_for=(IntegrityError, OperationalError),
+    retry_backoff=True,
+    max_retries=5,
+)
 def clear_delivery_day(market_id: str, day: str, triggered_by: str = "schedule") -> str:
     """Clear one delivery day at gate closure; returns the run id."""
     with unit_of_work(task_session_factory()) as session:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin, SQLAlchemySyncConfig
 from litestar import Litestar, Router, get
 from litestar.config.cors import CORSConfig
@@ -14,11 +16,14 @@ from litestar.openapi.spec import Components, SecurityScheme
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from market.core.audit import RequestContextMiddleware, echo_request_id
 from market.core.config import Settings, get_settings
 from market.core.contexts import load_contexts
 from market.core.db import make_engine, make_session_factory
 from market.core.http import EXCEPTION_HANDLERS, ApiKeyAuthentication, provide_page, provide_principal
 from market.core.idempotency import provide_idempotency
+from market.core.openapi import StrictStructSchemaPlugin, TimeOfDaySchemaPlugin, document_problems
+from market.core.ratelimit import RateLimitMiddleware, make_limiter
 
 API_PREFIX = "/api/v1"
 PUBLIC_PATHS = ["/schema", "/health"]
@@ -50,10 +55,21 @@ def create_app(settings: Settings | None = None) -> Litestar:
         },
         security=[{"apiKey": []}],
     )
+    document_problems(api)
+    limiter = make_limiter(
+        settings.api.rate_limit_per_minute, settings.rate_limit_redis_url, settings.api.rate_limit_key_prefix
+    )
+    # Outermost first: the request id exists even for a 401; the limit counts authenticated callers only.
+    middleware: list[Any] = [RequestContextMiddleware(), DefineMiddleware(ApiKeyAuthentication, exclude=PUBLIC_PATHS)]
+    if limiter is not None:
+        middleware.append(RateLimitMiddleware(limiter))
     app = Litestar(
         route_handlers=[api, health],
-        plugins=[SQLAlchemyPlugin(config=db_config)],
-        middleware=[DefineMiddleware(ApiKeyAuthentication, exclude=PUBLIC_PATHS)],
+        plugins=[SQLAlchemyPlugin(config=db_config), TimeOfDaySchemaPlugin(), StrictStructSchemaPlugin()],
+        middleware=middleware,
+        before_send=[echo_request_id],
+        on_startup=[limiter.start] if limiter is not None else [],
+        on_shutdown=[limiter.close] if limiter is not None else [],
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=settings.api.max_body_bytes,
         cors_config=CORSConfig(allow_origins=[]),

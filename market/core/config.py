@@ -55,6 +55,12 @@ class ApiSettings(BaseSettings):
     max_list_items: int = 10_000
     default_page_size: int = 100
     max_page_size: int = 1_000
+    rate_limit_per_minute: int = Field(default=3_000, ge=0)
+    """Requests per participant per 60 s window (0 turns limiting off); see market.core.ratelimit."""
+    rate_limit_redis_url: str | None = None
+    """Where the counters live. Unset: the broker's Redis when the broker is Redis, else this
+    process's memory (embedded mode only)."""
+    rate_limit_key_prefix: str = "flexmarket:ratelimit"
 
 
 class SecuritySettings(BaseSettings):
@@ -85,6 +91,15 @@ class Settings(BaseModel):
     api: ApiSettings = Field(default_factory=ApiSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
 
+    @property
+    def rate_limit_redis_url(self) -> str | None:
+        """The Redis of the rate limiter: its own setting, else the broker's when that is Redis."""
+        if self.api.rate_limit_redis_url:
+            return self.api.rate_limit_redis_url
+        if self.jobs.broker_url.startswith(("redis://", "rediss://")):
+            return self.jobs.broker_url
+        return None
+
     @model_validator(mode="after")
     def _production_needs_services(self) -> Settings:
         if self.security.environment == "production":
@@ -92,6 +107,12 @@ class Settings(BaseModel):
                 raise ValueError("FLEX_DATABASE_URL must point at PostgreSQL when FLEX_ENVIRONMENT=production")
             if self.jobs.in_process:
                 raise ValueError("FLEX_BROKER_URL must point at Redis when FLEX_ENVIRONMENT=production")
+            if self.api.rate_limit_per_minute and self.rate_limit_redis_url is None:
+                # In-memory counters per process would multiply the limit by the number of workers.
+                raise ValueError(
+                    "FLEX_API_RATE_LIMIT_REDIS_URL must point at Redis when FLEX_ENVIRONMENT=production "
+                    "(or the broker must be Redis)"
+                )
         return self
 
 

@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from market.auth.principal import Principal, Scope
 from market.auth.service import authenticate
+from market.core.audit import bind_principal
 from market.core.errors import (
     Conflict,
     FieldError,
@@ -175,6 +176,7 @@ class ApiKeyAuthentication(AbstractAuthenticationMiddleware):
         principal = await anyio.to_thread.run_sync(lookup)
         if principal is None:
             raise NotAuthorizedException(detail="the API key is unknown or revoked")
+        bind_principal(principal)  # the audit log's actor for services not handed the principal
         return AuthenticationResult(user=principal, auth=principal.api_key_id)
 
 

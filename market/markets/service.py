@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from market.auth.principal import Principal
+from market.core import audit
 from market.core.amounts import amount_errors
 from market.core.errors import Conflict, FieldError, InvalidInput
 from market.core.queries import Page, get_or_404, paginate
@@ -64,17 +65,22 @@ def create_market(session: Session, principal: Principal, data: MarketCreate) ->
     _check_rules(market)
     session.add(market)
     session.flush()
+    audit.record(session, "market.create", "market", market.id, after=audit.snapshot(market), principal=principal)
     return market
 
 
 def update_market(session: Session, principal: Principal, market_id: uuid.UUID, data: MarketUpdate) -> Market:
     principal.require_operator()
     market = get_market(session, market_id)
+    before = audit.snapshot(market)
     for name, value in msgspec.structs.asdict(data).items():
         if value is not msgspec.UNSET:
             setattr(market, name, value)
     _check_rules(market)
     session.flush()
+    audit.record(
+        session, "market.update", "market", market.id, before=before, after=audit.snapshot(market), principal=principal
+    )
     return market
 
 

@@ -19,6 +19,7 @@ from sqlalchemy import Select, insert, or_, select
 from sqlalchemy.orm import Session
 
 from market.auth.principal import Principal
+from market.core import audit
 from market.core.errors import FieldError, Forbidden, GateClosed, InvalidInput, NotFound
 from market.core.queries import Page, paginate
 from market.grid.models import CongestionPoint
@@ -201,6 +202,9 @@ def create_request(session: Session, principal: Principal, data: FlexRequestCrea
     request = FlexRequest(id=uuid.uuid4(), utility_id=principal.participant_id, created_at=now, **values)
     session.add(request)
     session.flush()
+    audit.record(
+        session, "request.create", "flex_request", request.id, after=audit.snapshot(request), principal=principal
+    )
     return request_read(request, market, now)
 
 
@@ -220,20 +224,37 @@ def _require_open(order: FlexRequest | FlexOffer, market: Market, now: datetime,
         raise GateClosed(detail=f"gate closure has passed for this {what}", errors=gate)
 
 
-def _revise(session: Session, order: FlexRequest | FlexOffer, values: dict[str, Any]) -> None:
+def _audit_names(order: FlexRequest | FlexOffer) -> tuple[str, str]:
+    """(action prefix, object type) of an order in the audit log."""
+    return ("offer", "flex_offer") if isinstance(order, FlexOffer) else ("request", "flex_request")
+
+
+def _revise(session: Session, principal: Principal, order: FlexRequest | FlexOffer, values: dict[str, Any]) -> None:
     """Apply a validated revision: the new values, one revision more, and a new time priority."""
+    before = audit.snapshot(order)
     for name, value in values.items():
         setattr(order, name, value)
     order.revision += 1
     session.flush()
+    prefix, kind = _audit_names(order)
+    audit.record(
+        session, f"{prefix}.revise", kind, order.id, before=before, after=audit.snapshot(order), principal=principal
+    )
 
 
-def _revoke(session: Session, order: FlexRequest | FlexOffer, market: Market, now: datetime, what: str) -> None:
-    """Revoke before gate closure; revoking a revoked order again changes nothing."""
+def _revoke(
+    session: Session, principal: Principal, order: FlexRequest | FlexOffer, market: Market, now: datetime, what: str
+) -> None:
+    """Revoke before gate closure; revoking a revoked order again changes nothing (and logs nothing)."""
     if order.revoked_at is None:
         _require_open(order, market, now, what)
+        before = audit.snapshot(order)
         order.revoked_at = now
         session.flush()
+        prefix, kind = _audit_names(order)
+        audit.record(
+            session, f"{prefix}.revoke", kind, order.id, before=before, after=audit.snapshot(order), principal=principal
+        )
 
 
 def revise_request(
@@ -244,14 +265,14 @@ def revise_request(
     cache = MarketCache(session)
     _require_open(request, cache.get(request.market_id), now, "request")
     market, values = _request_values(session, principal, data, now)
-    _revise(session, request, values)
+    _revise(session, principal, request, values)
     return request_read(request, market, now)
 
 
 def revoke_request(session: Session, principal: Principal, request_id: uuid.UUID, now: datetime) -> FlexRequestRead:
     request = _own_request(session, principal, request_id)
     market = MarketCache(session).get(request.market_id)
-    _revoke(session, request, market, now, "request")
+    _revoke(session, principal, request, market, now, "request")
     return request_read(request, market, now)
 
 
@@ -359,6 +380,7 @@ def create_offer(session: Session, principal: Principal, data: FlexOfferCreate, 
     offer = FlexOffer(id=uuid.uuid4(), seller_id=principal.participant_id, created_at=now, **values)
     session.add(offer)
     session.flush()
+    audit.record(session, "offer.create", "flex_offer", offer.id, after=audit.snapshot(offer), principal=principal)
     return offer_read(offer, market, now)
 
 
@@ -389,6 +411,11 @@ def create_offers(
             )
     _check(errors, gate, "batch")
     bulk_insert_offers(session, rows)
+    # One event per offer, appended in bulk like the offers themselves.
+    audit.record_many(
+        session,
+        [audit.event_row("offer.create", "flex_offer", row["id"], after=row, principal=principal) for row in rows],
+    )
     return [row["id"] for row in rows]
 
 
@@ -454,14 +481,14 @@ def revise_offer(
     market, values, errors, gate = _offer_values(data, Resources(session, principal, [data]), markets, now)
     _check(errors, gate, "offer")
     assert market is not None  # noqa: S101 - no errors means a market
-    _revise(session, offer, values)
+    _revise(session, principal, offer, values)
     return offer_read(offer, market, now)
 
 
 def revoke_offer(session: Session, principal: Principal, offer_id: uuid.UUID, now: datetime) -> FlexOfferRead:
     offer = _own_offer(session, principal, offer_id)
     market = MarketCache(session).get(offer.market_id)
-    _revoke(session, offer, market, now, "offer")
+    _revoke(session, principal, offer, market, now, "offer")
     return offer_read(offer, market, now)
 
 

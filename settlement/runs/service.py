@@ -114,13 +114,17 @@ class SettleOutcome:
     """False when an existing run answered (a repeated initial, or a reconciliation with no changes)."""
 
 
+def settlement_lock_key(market_id: uuid.UUID, day: date) -> int:
+    """The PostgreSQL advisory-lock key of one (market, day): 64 bits of a hash of both."""
+    digest = hashlib.sha256(f"settle:{market_id}:{day.isoformat()}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
 def _lock(session: Session, market_id: uuid.UUID, day: date) -> None:
     """Serialise runs of one (market, day) until the transaction ends (PostgreSQL advisory lock).
     SQLite allows one writer at a time anyway."""
     if is_postgres(session):
-        digest = hashlib.sha256(f"settle:{market_id}:{day.isoformat()}".encode()).digest()
-        key = int.from_bytes(digest[:8], "big", signed=True)
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": settlement_lock_key(market_id, day)})
 
 
 def runs_of_day(session: Session, market_id: uuid.UUID, day: date) -> list[SettlementRun]:

@@ -160,18 +160,20 @@ def load_period(
     market: Market,
     start: date,
     end: date,
-    participant_id: uuid.UUID | None = None,
+    participant: Participant | None = None,
     run_ids: Sequence[uuid.UUID] | None = None,
 ) -> PeriodData:
     """The lines and pass-through shares of the latest run of every settled day in the period (or
-    of the runs named), for everyone or one participant."""
+    of the runs named), for everyone or one participant. A utility's lines are those it pays for,
+    anyone else's those it sold (one indexed column each, never an OR of both)."""
     check_period(start, end)
     runs_sql, runs_param = _runs_filter(session, run_ids)
     params: dict[str, object] = {"market": market.id, "start": start, "end": end, "runs": runs_param}
     who_lines = who_shares = ""
-    if participant_id is not None:
-        params["participant"] = participant_id
-        who_lines = "AND (sl.seller_id = :participant OR sl.utility_id = :participant)"
+    if participant is not None:
+        params["participant"] = participant.id
+        side = "utility_id" if participant.role is Role.UTILITY else "seller_id"
+        who_lines = f"AND sl.{side} = :participant"
         who_shares = "AND (ps.aggregator_id = :participant OR ps.member_id = :participant)"
     lines = read_frame(
         session,
@@ -403,7 +405,7 @@ def issue(
     (statement, created). A participant with nothing settled in the period is refused (404)."""
     participant = _participant_visible(session, principal, participant_id)
     market = get_market(session, market_id)
-    data = load_period(session, market, start, end, participant.id)
+    data = load_period(session, market, start, end, participant)
     issued = _issue_many(session, data, f"participant:{principal.participant_id}", now, participant.id)
     if not issued:
         raise NotFound(detail=f"nothing of participant {participant_id} is settled in {start}..{end}")
@@ -425,7 +427,7 @@ def document_of(session: Session, statement: Statement) -> StatementDocument:
     if participant is None:
         raise NotFound.of("participant", statement.participant_id)
     run_ids = [uuid.UUID(r["id"]) for r in statement.runs]
-    data = load_period(session, market, statement.period_start, statement.period_end, participant.id, run_ids=run_ids)
+    data = load_period(session, market, statement.period_start, statement.period_end, participant, run_ids=run_ids)
     notes: list[str] = []
     if statement.supersedes_id is not None:
         superseded = session.get(Statement, statement.supersedes_id)

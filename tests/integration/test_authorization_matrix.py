@@ -481,6 +481,11 @@ OWN_ROWS += [
     Row("GET", "/api/v1/settlements/{run_id:uuid}/lines", lambda w: f"/api/v1/settlements/{w.settlement_id}/lines"),
 ]
 
+# The audit log names every participant's actions: the operator (admin scope) alone reads it.
+OPERATOR_ROWS += [
+    Row("GET", "/api/v1/audit-events", lambda w: f"/api/v1/audit-events?object_id={w.victim_offer_id}"),
+]
+
 ALL_ROWS = FOREIGN_OBJECT_ROWS + OPERATOR_ROWS + PUBLIC_ROWS + OWN_ROWS + ELSEWHERE_ROWS
 
 

@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import faulthandler
-import hashlib
 import json
 import os
 import shutil
@@ -84,6 +83,7 @@ from settlement.ledger.models import JournalEntry
 from settlement.metering.models import MeterReading, ResettlementMark
 from settlement.runs import service as settlement_service
 from settlement.runs.models import RunKind, SettlementRun
+from settlement.runs.service import settlement_lock_key
 from settlement.runs.tasks import settle_delivery_day, settle_task_id
 from tests import factories
 from tests.integration.orders_world import World
@@ -247,12 +247,6 @@ def correct_reading(db: Session, sw: SettlementWorld, import_kwh: str) -> None:
     )
     db.add(ResettlementMark(market_id=sw.w.market.id, site_id=sw.dc_site.id, delivery_day=sw.day, file_id=file_id))
     db.commit()
-
-
-def settlement_lock_key(market_id: uuid.UUID, day: date) -> int:
-    """The advisory-lock key ``settlement.runs.service._lock`` takes for a day (same formula)."""
-    digest = hashlib.sha256(f"settle:{market_id}:{day.isoformat()}".encode()).digest()
-    return int.from_bytes(digest[:8], "big", signed=True)
 
 
 def settlement_row_counts(session: Session) -> dict[str, int]:
