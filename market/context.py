@@ -6,6 +6,7 @@ from market.auth.api import ApiKeyController
 from market.clearing.api import ClearingController
 from market.core.audit import AuditEventController
 from market.core.contexts import Context
+from market.dashboard.views import ROUTES as DASHBOARD_ROUTES
 from market.grid.api import GridController
 from market.markets.api import MarketController
 from market.orders.api import FlexOfferController, FlexRequestController
@@ -24,6 +25,7 @@ CONTEXT = Context(
         FlexOfferController,
         ClearingController,
         AuditEventController,
+        *DASHBOARD_ROUTES,  # mounted at /dashboard, outside /api/v1 (market.core.app)
     ],
     model_modules=[
         "market.markets.models",

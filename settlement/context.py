@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from market.core.contexts import Context
 from settlement.baselines.api import ROUTES as BASELINE_ROUTES
+from settlement.dashboard import ROUTES as DASHBOARD_ROUTES
 from settlement.delivery.api import ROUTES as DELIVERY_ROUTES
 from settlement.ledger.api import ROUTES as LEDGER_ROUTES
 from settlement.metering.api import ROUTES as METERING_ROUTES
@@ -19,6 +20,7 @@ CONTEXT = Context(
         *RUN_ROUTES,
         *LEDGER_ROUTES,
         *STATEMENT_ROUTES,
+        *DASHBOARD_ROUTES,  # the dashboard's settlement pages, mounted at /dashboard (market.core.app)
     ],
     model_modules=[
         "settlement.metering.models",

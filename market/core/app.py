@@ -24,9 +24,12 @@ from market.core.http import EXCEPTION_HANDLERS, ApiKeyAuthentication, provide_p
 from market.core.idempotency import provide_idempotency
 from market.core.openapi import StrictStructSchemaPlugin, TimeOfDaySchemaPlugin, document_problems
 from market.core.ratelimit import RateLimitMiddleware, make_limiter
+from market.dashboard.layout import DASHBOARD_PATH, is_dashboard
 
 API_PREFIX = "/api/v1"
 PUBLIC_PATHS = ["/schema", "/health"]
+# The dashboard checks the same API keys itself, from its session cookie (market.dashboard.layout.viewer).
+COOKIE_AUTH_PATHS = [f"^{DASHBOARD_PATH}"]
 
 
 @get("/health", sync_to_thread=True, tags=["health"], summary="Liveness and database reachability")
@@ -45,9 +48,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
         session_maker=make_session_factory(engine),
     )
     contexts = load_contexts()
+    handlers = [handler for ctx in contexts for handler in ctx.route_handlers]
     api = Router(
         path=API_PREFIX,
-        route_handlers=[handler for ctx in contexts for handler in ctx.route_handlers],
+        route_handlers=[handler for handler in handlers if not is_dashboard(handler)],
         dependencies={
             "principal": Provide(provide_principal, sync_to_thread=False),
             "page": Provide(provide_page, sync_to_thread=False),
@@ -60,11 +64,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
         settings.api.rate_limit_per_minute, settings.rate_limit_redis_url, settings.api.rate_limit_key_prefix
     )
     # Outermost first: the request id exists even for a 401; the limit counts authenticated callers only.
-    middleware: list[Any] = [RequestContextMiddleware(), DefineMiddleware(ApiKeyAuthentication, exclude=PUBLIC_PATHS)]
+    middleware: list[Any] = [
+        RequestContextMiddleware(),
+        DefineMiddleware(ApiKeyAuthentication, exclude=PUBLIC_PATHS + COOKIE_AUTH_PATHS),
+    ]
     if limiter is not None:
         middleware.append(RateLimitMiddleware(limiter))
     app = Litestar(
-        route_handlers=[api, health],
+        route_handlers=[api, health, *(handler for handler in handlers if is_dashboard(handler))],
         plugins=[SQLAlchemyPlugin(config=db_config), TimeOfDaySchemaPlugin(), StrictStructSchemaPlugin()],
         middleware=middleware,
         before_send=[echo_request_id],

@@ -11,10 +11,6 @@
 from __future__ import annotations
 
 import io
-import os
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -31,8 +27,7 @@ from rich.console import Console
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from market.core.config import JobSettings, Settings
-from market.core.jobs import celery_app, configure
+from market.core.config import Settings
 from market.demo import Seller, run_demo
 from settlement.demo import STATEMENTS_DIR, SiteModel, meter_csv
 from settlement.metering.models import MeterFile, MeterFileStatus
@@ -45,8 +40,7 @@ from settlement.report import (
     build_report,
     merit_order_curve,
 )
-
-REDIS_URL = os.environ.get("FLEX_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+from tests.integration.workers import celery_worker
 
 
 def test_the_merit_order_curve_steps_up_in_price_order() -> None:
@@ -124,53 +118,8 @@ def test_a_meter_file_splits_import_and_export_to_the_watt_hour() -> None:
 
 @pytest.fixture
 def worker(settings: Settings) -> Iterator[Settings]:
-    """A Celery worker subprocess on a queue of this test only, as in test_metering_worker."""
-    queue = f"flex-demo-{uuid.uuid4().hex[:8]}"
-    redis_settings = settings.model_copy(update={"jobs": JobSettings(broker_url=REDIS_URL)})
-    configure(celery_app, redis_settings)
-    celery_app.conf.task_default_queue = queue
-    env = {
-        **os.environ,
-        "FLEX_DATABASE_URL": settings.database.url,
-        "FLEX_BROKER_URL": REDIS_URL,
-        "FLEX_API_KEY_PEPPER": settings.security.api_key_pepper,
-    }
-    name = f"{queue}@localhost"
-    process = subprocess.Popen(  # noqa: S603 - the venv's own celery, fixed arguments
-        [
-            str(Path(sys.executable).parent / "celery"),
-            "-A",
-            "market.core.jobs:celery_app",
-            "worker",
-            "--pool=solo",
-            "-Q",
-            queue,
-            "-n",
-            name,
-            "--without-heartbeat",
-            "--without-gossip",
-            "--without-mingle",
-            "--loglevel=WARNING",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while not celery_app.control.ping(destination=[name], timeout=0.5):
-            assert process.poll() is None, "the worker exited"
-            assert time.monotonic() < deadline, "the worker did not answer a ping within 20 s"
-        yield redis_settings
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
-        celery_app.conf.task_default_queue = "celery"
-        configure(celery_app, settings)
+    with celery_worker(settings, "flex-demo") as running:
+        yield running.settings
 
 
 def test_the_demo_day_runs_on_postgresql_with_a_worker(worker: Settings, db: Session, tmp_path: Path) -> None:

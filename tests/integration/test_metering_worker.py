@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,87 +15,23 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from market.core.app import create_app
-from market.core.config import JobSettings, Settings
-from market.core.jobs import celery_app, configure
+from market.core.config import Settings
 from market.participants.models import Role
 from settlement.delivery.models import DeliveryLine
 from settlement.ledger.service import trial_balance
 from settlement.metering.models import MeterReading
 from tests import factories
 from tests.integration.settlement_world import build
+from tests.integration.workers import celery_worker
 
-REDIS_URL = os.environ.get("FLEX_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-START_TIMEOUT_S = 20.0
 MIDNIGHT = datetime(2026, 5, 31, 22, tzinfo=UTC)  # 2026-06-01 00:00 in Amsterdam
-
-
-def _wait_for(predicate: Callable[[], bool], what: str, timeout: float, worker: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if worker.poll() is not None:
-            output = worker.stdout.read() if worker.stdout else ""
-            raise AssertionError(f"the worker exited with {worker.returncode} while waiting for {what}:\n{output}")
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 @pytest.fixture
 def worker(settings: Settings) -> Iterator[Settings]:
-    """A Celery worker subprocess consuming a queue of this test only; the in-test Celery app is
-    pointed at the same broker and queue, and restored afterwards."""
-    queue = f"flex-metering-{uuid.uuid4().hex[:8]}"
-    redis_settings = settings.model_copy(update={"jobs": JobSettings(broker_url=REDIS_URL)})
-    configure(celery_app, redis_settings)
-    celery_app.conf.task_default_queue = queue
-    env = {
-        **os.environ,
-        "FLEX_DATABASE_URL": settings.database.url,
-        "FLEX_BROKER_URL": REDIS_URL,
-        "FLEX_API_KEY_PEPPER": settings.security.api_key_pepper,
-    }
-    name = f"{queue}@localhost"
-    process = subprocess.Popen(  # noqa: S603 - the venv's own celery, fixed arguments
-        [
-            str(Path(sys.executable).parent / "celery"),
-            "-A",
-            "market.core.jobs:celery_app",
-            "worker",
-            "--pool=solo",
-            "-c",
-            "1",
-            "-Q",
-            queue,
-            "-n",
-            name,
-            "--without-heartbeat",
-            "--without-gossip",
-            "--without-mingle",
-            "--loglevel=INFO",
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        _wait_for(
-            lambda: bool(celery_app.control.ping(destination=[name], timeout=0.5)),
-            "the worker to answer a ping",
-            START_TIMEOUT_S,
-            process,
-        )
-        yield redis_settings
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
-        celery_app.conf.task_default_queue = "celery"
-        configure(celery_app, settings)
+    """A Celery worker consuming a queue of this test only (tests/integration/workers.py)."""
+    with celery_worker(settings, "flex-metering") as running:
+        yield running.settings
 
 
 def test_an_uploaded_file_is_processed_by_the_worker(worker: Settings, db: Session) -> None:

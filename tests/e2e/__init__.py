@@ -1,0 +1,1 @@
+"""End-to-end tests: the running app (uvicorn) driven by a real browser (Debian's chromium via Playwright)."""
