@@ -205,7 +205,6 @@ def settle_day(
     )
     session.add(run)
     session.flush()
-    audit.record(session, "settlement.run", "settlement_run", run.id, after=audit.snapshot(run), actor=triggered_by)
 
     lines = _settle_lines(market, delivery, terms)
     shares = _pass_through(market, run, delivery, lines, terms)
@@ -222,6 +221,8 @@ def settle_day(
     run.finished_at = now
     consume_marks(session, market_id, day, run.id)
     session.flush()
+    # The run as committed (done, with its totals), in the same transaction.
+    audit.record(session, "settlement.run", "settlement_run", run.id, after=audit.snapshot(run), actor=triggered_by)
     return SettleOutcome(run, created=True)
 
 
