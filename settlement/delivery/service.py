@@ -206,18 +206,39 @@ def _readings(session: Session, clearing: ClearingRun, start: datetime, end: dat
 def _excluded_days(
     session: Session, market: Market, sites: pl.DataFrame, since: datetime, until: datetime
 ) -> pl.DataFrame:
-    """Earlier days on which the sites (or their portfolios) had awards: never like-days."""
-    awarded = read_frame(
+    """Earlier days on which the sites (or their portfolios) had awards: never like-days. Read as one
+    row per awarded offer (its first and last awarded ISP), not one per award ISP."""
+    if since >= until:
+        return pl.DataFrame(schema={"resource": pl.UInt32, "day": pl.Date})
+    spans = read_frame(
         session,
         """
-        SELECT o.site_id, o.portfolio_id, fo.isp_start FROM flex_order fo
+        SELECT o.site_id, o.portfolio_id, MIN(fo.isp_start), MAX(fo.isp_start) FROM flex_order fo
         JOIN flex_offer o ON o.id = fo.offer_id
         WHERE fo.isp_start >= :since AND fo.isp_start < :until AND fo.accepted_kw > 0
+        GROUP BY o.id, o.site_id, o.portfolio_id
         """,
         {"since": since, "until": until},
-        {"site_id": pl.String, "portfolio_id": pl.String, "isp_start": pl.Datetime("us", "UTC")},
+        {
+            "site_id": pl.String,
+            "portfolio_id": pl.String,
+            "first": pl.Datetime("us", "UTC"),
+            "last": pl.Datetime("us", "UTC"),
+        },
     )
-    awarded = _local(awarded, "isp_start", market).select("site_id", "portfolio_id", "day").unique()
+    zone = market.timezone
+    awarded = (
+        spans.select(
+            "site_id",
+            "portfolio_id",
+            day=pl.date_ranges(
+                pl.col("first").dt.convert_time_zone(zone).dt.date(),
+                pl.col("last").dt.convert_time_zone(zone).dt.date(),
+            ),
+        )
+        .explode("day")
+        .unique()
+    )
     direct = awarded.join(sites.select("resource", site_id="id"), on="site_id").select("resource", "day")
     via = awarded.drop_nulls("portfolio_id").join(
         sites.drop_nulls("portfolio_id").select("resource", "portfolio_id"), on="portfolio_id"

@@ -9,12 +9,18 @@ baselines 1000, 200 and 200 kW, the same as the nominations of the flow tests, s
 
 from __future__ import annotations
 
+import uuid
+from datetime import UTC, timedelta
 from decimal import Decimal
 
 from litestar import Litestar
 from litestar.testing import TestClient
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from market.clearing.models import ClearingRun, FlexOrderAward, RunStatus
+from settlement.metering.models import MeterReading
+from tests.integration.orders_world import local
 from tests.integration.settlement_world import SettlementWorld, build
 
 
@@ -78,3 +84,73 @@ def test_too_little_history_means_no_baseline(client: TestClient[Litestar], db: 
     dc_offer, _ = _offer_ids(client, sw)
     [line] = client.get(f"/api/v1/flex-offers/{dc_offer}/delivery", headers=w.data_center.headers).json()
     assert (line["status"], line["baseline_kw"], line["delivered_kw"]) == ("no_baseline", None, "0")
+
+
+def test_days_with_earlier_awards_are_not_like_days(client: TestClient[Litestar], db: Session) -> None:
+    """A week before (the same weekday), at 17:00, the data center ran at 2000 kW (500 kWh). As a
+    like-day that day is among the X highest: on a weekday (high 4 of 5) the baseline is
+    (2000 + 3 × 1000) / 4 = 1250 kW, on a weekend (2 of 3) (2000 + 1000) / 2 = 1500 kW. Once that day
+    is known as an event day of the site (an award then), it is excluded: 1000 kW again."""
+    sw = build(client, db, method="high_x_of_y", history_days=45)
+    w = sw.w
+    week_before = sw.day - timedelta(days=7)
+    earlier_isp = local(week_before, 17).astimezone(UTC)
+    file_id = db.scalar(select(MeterReading.file_id).where(MeterReading.site_id == sw.dc_site.id).limit(1))
+    db.add(
+        MeterReading(
+            site_id=sw.dc_site.id,
+            isp_start=earlier_isp,
+            version=2,
+            import_kwh=Decimal(500),
+            export_kwh=Decimal(0),
+            file_id=file_id,
+        )
+    )
+    db.commit()
+    dc_offer, _ = _offer_ids(client, sw)
+
+    def baseline() -> str:
+        client.post(
+            f"/api/v1/markets/{w.market.id}/deliveries", headers=w.operator.headers, json={"day": sw.day.isoformat()}
+        )
+        [line] = client.get(f"/api/v1/flex-offers/{dc_offer}/delivery", headers=w.data_center.headers).json()
+        return str(line["baseline_kw"])
+
+    x = 4 if sw.day.weekday() < 5 else 2
+    assert baseline() == str((2000 + (x - 1) * 1000) // x)
+    clearing = ClearingRun(
+        id=uuid.uuid4(),
+        market_id=w.market.id,
+        delivery_day=week_before,
+        horizon_start=earlier_isp,
+        horizon_end=earlier_isp + timedelta(minutes=15),
+        gate_closure_at=earlier_isp - timedelta(days=1),
+        status=RunStatus.DONE,
+        pricing_rule="pay_as_clear",
+        solver="test",
+        input_hash="0" * 64,
+        result_hash="0" * 64,
+        welfare=Decimal(0),
+        offer_count=1,
+        request_count=1,
+        award_count=1,
+        book={},
+        triggered_by="test",
+        duration_ms=0,
+    )
+    db.add(clearing)
+    db.flush()
+    db.add(
+        FlexOrderAward(
+            run_id=clearing.id,
+            offer_id=uuid.UUID(dc_offer),
+            isp_start=earlier_isp,
+            seller_id=w.data_center.id,
+            congestion_point_id=w.feeder.id,
+            direction="up",
+            accepted_kw=Decimal(100),
+            price_per_mwh=Decimal(80),
+        )
+    )
+    db.commit()
+    assert baseline() == "1000"
