@@ -102,10 +102,13 @@ class SettlementLine(Base):
 
     __tablename__ = "settlement_line"
 
-    run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("settlement_run.id", ondelete="RESTRICT"), primary_key=True)
+    # Primary key (run, seller, offer, ISP): one index for uniqueness and for a seller's lines of a run.
+    # run_id has no per-row foreign key: the run's existence is checked once per COPY, runs are never
+    # deleted and lines are append-only (migration 0009).
+    run_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    seller_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     offer_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     isp_start: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), primary_key=True)
-    seller_id: Mapped[uuid.UUID] = mapped_column(index=True)
     # No index: a market has few utilities, so one would cost every COPY and select almost nothing.
     utility_id: Mapped[uuid.UUID]
     ordered_kw: Mapped[Decimal] = mapped_column(ExactDecimal(20, 6))

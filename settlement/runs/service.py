@@ -258,7 +258,7 @@ def _settle_lines(market: Market, delivery: Delivery, terms: SettlementTerms) ->
         availability=pl.col("availability_minor") * to_micro,
         fee=pl.col("operator_fee_minor") * to_micro,
         net=pl.col("seller_net_minor") * to_micro,
-    ).sort("offer_id", "isp_start")
+    ).sort("seller_id", "offer_id", "isp_start")  # the primary key's order: COPY appends to its index
 
 
 def _line_rows(run: SettlementRun, lines: pl.DataFrame) -> pl.DataFrame:
@@ -470,4 +470,5 @@ def lines_of(session: Session, principal: Principal, run_id: uuid.UUID, page: Pa
     if not principal.is_operator:
         mine = principal.participant_id
         statement = statement.where((SettlementLine.seller_id == mine) | (SettlementLine.utility_id == mine))
-    return paginate(session, statement.order_by(SettlementLine.offer_id, SettlementLine.isp_start), page)
+    order = (SettlementLine.seller_id, SettlementLine.offer_id, SettlementLine.isp_start)  # the primary key's
+    return paginate(session, statement.order_by(*order), page)

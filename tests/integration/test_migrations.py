@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
+from sqlalchemy.exc import DBAPIError
 
 from market.core.contexts import import_models
 from market.core.db import Base, make_engine
-from market.core.migrate import upgrade
+from market.core.migrate import downgrade, upgrade
 
 
 def _diff(url: str) -> list[object]:
@@ -37,3 +39,56 @@ def test_upgrade_head_on_empty_sqlite_matches_the_models(tmp_path: Path) -> None
     assert _diff(url) == []
     tables = set(inspect(make_engine(url)).get_table_names())
     assert {"market", "congestion_point", "participant", "site", "portfolio", "api_key"} <= tables
+
+
+# -- the bulk line tables' parent rules (migration 0009) ----------------------------------------------------------
+
+
+def _line(table: str, parent_column: str, parent_id: str) -> str:
+    columns = {
+        "settlement_line": "seller_id, utility_id, offer_id, isp_start, ordered_kw, delivered_kw, shortfall_kw, "
+        "price_per_mwh, utilisation, penalty, availability, fee, net",
+        "delivery_line": "offer_id, isp_start, seller_id, resource_id, direction, ordered_kw, baseline_kw, actual_kw, "
+        "delivered_kw, status, method, method_version",
+    }[table]
+    values = {
+        "settlement_line": "'a1b2c3d4-0000-0000-0000-000000000001', 'a1b2c3d4-0000-0000-0000-000000000002', "
+        "'a1b2c3d4-0000-0000-0000-000000000003', '2026-12-04 00:00:00', 1, 1, 0, 300, 1, 0, 0, 0, 1",
+        "delivery_line": "'a1b2c3d4-0000-0000-0000-000000000003', '2026-12-04 00:00:00', "
+        "'a1b2c3d4-0000-0000-0000-000000000001', 'a1b2c3d4-0000-0000-0000-000000000004', 'up', 1, 2, 1, 1, 'ok', "
+        "'nominated', 1",
+    }[table]
+    return f"INSERT INTO {table} ({parent_column}, {columns}) VALUES ('{parent_id}', {values})"  # noqa: S608 - constants
+
+
+def _check_parent_rules(url: str) -> None:
+    """A line must name an existing parent; parents are never deleted; lines are never changed."""
+    engine = make_engine(url)
+    postgres = engine.dialect.name == "postgresql"
+    missing = "a1b2c3d4-9999-0000-0000-000000000000"
+    try:
+        for table, column in (("settlement_line", "run_id"), ("delivery_line", "computation_id")):
+            with pytest.raises(DBAPIError, match=f"{table}.{column} refers to no"), engine.begin() as conn:
+                conn.execute(text(_line(table, column, missing if postgres else missing.replace("-", ""))))
+    finally:
+        engine.dispose()
+
+
+def test_bulk_lines_need_their_parent_on_postgres(fresh_database) -> None:  # type: ignore[no-untyped-def]
+    url = fresh_database()
+    upgrade(url)
+    _check_parent_rules(url)
+
+
+def test_bulk_lines_need_their_parent_on_sqlite(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'flex.db'}"
+    upgrade(url)
+    _check_parent_rules(url)
+
+
+def test_the_bulk_line_migration_goes_down_and_up_again(fresh_database, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    for url in (fresh_database(), f"sqlite:///{tmp_path / 'flex.db'}"):
+        upgrade(url)
+        downgrade(url, "0008")
+        upgrade(url)
+        assert _diff(url) == []

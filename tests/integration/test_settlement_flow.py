@@ -20,10 +20,12 @@ import io
 import json
 from decimal import Decimal
 
+import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
 from pypdf import PdfReader
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from settlement.ledger.models import JournalEntry
@@ -78,6 +80,33 @@ def test_a_day_settles_to_hand_computed_amounts_and_balances(client: TestClient[
     entries = db.scalar(select(func.count()).select_from(JournalEntry))
     assert _settle(client, sw)["id"] == run["id"]
     assert db.scalar(select(func.count()).select_from(JournalEntry)) == entries
+
+
+def test_what_a_run_stored_cannot_be_changed_or_orphaned(client: TestClient[Litestar], db: Session) -> None:
+    """Migration 0009: lines are append-only and runs and delivery computations are never deleted, so a
+    line can never lose its parent (the per-row foreign keys were replaced by per-statement checks)."""
+    sw = build(client, db)
+    run = _settle(client, sw)
+    statements = [
+        ("UPDATE settlement_line SET net = 0 WHERE run_id = :id", "settlement_line is append-only"),
+        ("DELETE FROM settlement_line WHERE run_id = :id", "settlement_line is append-only"),
+        ("DELETE FROM settlement_run WHERE id = :id", "settlement_run rows are never deleted"),
+        (
+            "UPDATE delivery_line SET delivered_kw = 0 WHERE computation_id = "
+            "(SELECT delivery_computation_id FROM settlement_run WHERE id = :id)",
+            "delivery_line is append-only",
+        ),
+        (
+            "DELETE FROM delivery_computation WHERE id = "
+            "(SELECT delivery_computation_id FROM settlement_run WHERE id = :id)",
+            "delivery_computation rows are never deleted",
+        ),
+    ]
+    for sql, message in statements:
+        with pytest.raises(DBAPIError, match=message), db.begin_nested():
+            db.execute(text(sql), {"id": run["id"]})
+    lines = db.scalar(text("SELECT count(*) FROM settlement_line WHERE run_id = :id"), {"id": run["id"]})
+    assert lines == 2
 
 
 def test_a_reconciliation_posts_only_the_differences(client: TestClient[Litestar], db: Session) -> None:
