@@ -25,6 +25,7 @@ Rules beyond MARKET.md, stated here:
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import uuid
 from collections.abc import Iterable
@@ -453,15 +454,21 @@ def _delivered(rows: pl.DataFrame) -> pl.DataFrame:
     )
     site_delivered = (sign * (pl.col("baseline_micro") - pl.col("actual_kw"))).fill_null(0)
     group = ["resource", "isp_start", "direction"]
+    rows = rows.with_columns(site_delivered=site_delivered, _shared=pl.len().over(group) > 1)
+    # A site with one award in an ISP and direction (almost every row) delivers all of its own delivery;
+    # only stacked awards are shared, so the windows below run on those rows alone.
+    alone = rows.filter(~pl.col("_shared")).with_columns(delivered_kw=pl.col("site_delivered"))
+    stacked = rows.filter(pl.col("_shared"))
     total = pl.col("accepted_kw").sum().over(group)
-    rows = rows.with_columns(site_delivered=site_delivered).with_columns(
+    stacked = stacked.with_columns(
         share=pl.when(total > 0).then(pl.col("site_delivered") * pl.col("accepted_kw") // total).otherwise(0)
     )
     rank = pl.struct(pl.col("accepted_kw").neg(), "offer_id").rank("ordinal").over(group)
     remainder = pl.col("site_delivered") - pl.col("share").sum().over(group)
-    return rows.with_columns(
+    stacked = stacked.with_columns(
         delivered_kw=pl.when(rank == 1).then(pl.col("share") + remainder).otherwise(pl.col("share"))
-    )
+    ).drop("share")
+    return pl.concat([alone, stacked]).drop("_shared")
 
 
 def _offer_lines(
@@ -475,14 +482,36 @@ def _offer_lines(
         .then(pl.lit(DeliveryStatus.NO_BASELINE.value))
         .otherwise(pl.lit(DeliveryStatus.OK.value))
     )
-    per_offer = site_lines.group_by("offer_id", "isp_start").agg(
-        baseline_kw=pl.when(pl.col("baseline_micro").null_count() == 0).then(pl.col("baseline_micro").sum()),
-        actual_kw=pl.when(pl.col("actual_kw").null_count() == 0).then(pl.col("actual_kw").sum()),
-        delivered_kw=pl.col("delivered_kw").sum(),
-        status=worst,
-        method=pl.col("method").first(),
-        method_version=pl.col("method_version").first(),
+    portfolio_offers = awards.drop_nulls("portfolio_id").select("offer_id").unique()
+    columns = (
+        "offer_id",
+        "isp_start",
+        "baseline_kw",
+        "actual_kw",
+        "delivered_kw",
+        "status",
+        "method",
+        "method_version",
     )
+    # A site offer's line is its site's row; only portfolio offers sum their members' rows.
+    own = site_lines.join(portfolio_offers, on="offer_id", how="anti").select(
+        "offer_id", "isp_start", "actual_kw", "delivered_kw", "status", "method", "method_version",
+        baseline_kw="baseline_micro",
+    ).select(columns)  # fmt: skip
+    summed = (
+        site_lines.join(portfolio_offers, on="offer_id")
+        .group_by("offer_id", "isp_start")
+        .agg(
+            baseline_kw=pl.when(pl.col("baseline_micro").null_count() == 0).then(pl.col("baseline_micro").sum()),
+            actual_kw=pl.when(pl.col("actual_kw").null_count() == 0).then(pl.col("actual_kw").sum()),
+            delivered_kw=pl.col("delivered_kw").sum(),
+            status=worst,
+            method=pl.col("method").first(),
+            method_version=pl.col("method_version").first(),
+        )
+        .select(columns)
+    )
+    per_offer = pl.concat([own, summed])
     lines = awards.select(
         "offer_id", "isp_start", "seller_id", "direction", "site_id", "portfolio_id", ordered_kw="accepted_kw"
     ).join(per_offer, on=["offer_id", "isp_start"], how="left")
@@ -493,7 +522,6 @@ def _offer_lines(
         method=pl.col("method").fill_null(FALLBACK_METHOD.value),
         method_version=pl.col("method_version").fill_null(REGISTRY[FALLBACK_METHOD].version),
     ).drop("site_id", "portfolio_id")
-    portfolio_offers = awards.drop_nulls("portfolio_id").select("offer_id").unique()
     member_lines = site_lines.join(portfolio_offers, on="offer_id").join(
         sites.select("resource", site_id="id"), on="resource"
     )
@@ -504,9 +532,14 @@ def _offer_lines(
 
 
 def _content_hash(lines: pl.DataFrame, member_lines: pl.DataFrame) -> str:
+    """SHA-256 of both frames in Arrow IPC (uncompressed, one chunk): the exact values and types, about
+    3x faster than hashing them as CSV. A Polars upgrade that changed the bytes would only make the next
+    computation a new version with the same content."""
     digest = hashlib.sha256()
     for frame in (lines, member_lines):
-        digest.update(frame.write_csv().encode())
+        buffer = io.BytesIO()
+        frame.rechunk().write_ipc(buffer, compression="uncompressed")
+        digest.update(buffer.getvalue())
     return digest.hexdigest()
 
 
