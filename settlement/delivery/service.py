@@ -482,36 +482,14 @@ def _offer_lines(
         .then(pl.lit(DeliveryStatus.NO_BASELINE.value))
         .otherwise(pl.lit(DeliveryStatus.OK.value))
     )
-    portfolio_offers = awards.drop_nulls("portfolio_id").select("offer_id").unique()
-    columns = (
-        "offer_id",
-        "isp_start",
-        "baseline_kw",
-        "actual_kw",
-        "delivered_kw",
-        "status",
-        "method",
-        "method_version",
+    per_offer = site_lines.group_by("offer_id", "isp_start").agg(
+        baseline_kw=pl.when(pl.col("baseline_micro").null_count() == 0).then(pl.col("baseline_micro").sum()),
+        actual_kw=pl.when(pl.col("actual_kw").null_count() == 0).then(pl.col("actual_kw").sum()),
+        delivered_kw=pl.col("delivered_kw").sum(),
+        status=worst,
+        method=pl.col("method").first(),
+        method_version=pl.col("method_version").first(),
     )
-    # A site offer's line is its site's row; only portfolio offers sum their members' rows.
-    own = site_lines.join(portfolio_offers, on="offer_id", how="anti").select(
-        "offer_id", "isp_start", "actual_kw", "delivered_kw", "status", "method", "method_version",
-        baseline_kw="baseline_micro",
-    ).select(columns)  # fmt: skip
-    summed = (
-        site_lines.join(portfolio_offers, on="offer_id")
-        .group_by("offer_id", "isp_start")
-        .agg(
-            baseline_kw=pl.when(pl.col("baseline_micro").null_count() == 0).then(pl.col("baseline_micro").sum()),
-            actual_kw=pl.when(pl.col("actual_kw").null_count() == 0).then(pl.col("actual_kw").sum()),
-            delivered_kw=pl.col("delivered_kw").sum(),
-            status=worst,
-            method=pl.col("method").first(),
-            method_version=pl.col("method_version").first(),
-        )
-        .select(columns)
-    )
-    per_offer = pl.concat([own, summed])
     lines = awards.select(
         "offer_id", "isp_start", "seller_id", "direction", "site_id", "portfolio_id", ordered_kw="accepted_kw"
     ).join(per_offer, on=["offer_id", "isp_start"], how="left")
@@ -522,6 +500,7 @@ def _offer_lines(
         method=pl.col("method").fill_null(FALLBACK_METHOD.value),
         method_version=pl.col("method_version").fill_null(REGISTRY[FALLBACK_METHOD].version),
     ).drop("site_id", "portfolio_id")
+    portfolio_offers = awards.drop_nulls("portfolio_id").select("offer_id").unique()
     member_lines = site_lines.join(portfolio_offers, on="offer_id").join(
         sites.select("resource", site_id="id"), on="resource"
     )
