@@ -62,7 +62,8 @@ def _line(table: str, parent_column: str, parent_id: str) -> str:
 
 
 def _check_parent_rules(url: str) -> None:
-    """A line must name an existing parent; parents are never deleted; lines are never changed."""
+    """A line must name an existing parent (the append-only and never-deleted rules are checked on a settled
+    day in tests/integration/test_settlement_flow.py)."""
     engine = make_engine(url)
     postgres = engine.dialect.name == "postgresql"
     missing = "a1b2c3d4-9999-0000-0000-000000000000"
