@@ -2,6 +2,8 @@
 
 A computation is versioned per (market, day); a new one is made only when its inputs (awards,
 current meter readings, baseline assignments and nominations) changed, identified by ``inputs_hash``.
+A computation made by a settlement run is ``embedded``: its award lines live in that run's
+settlement lines (migration 0010), so a run writes each award once.
 
 Lines are written a million at a time by COPY, so they name their computation without a per-row
 foreign key (2.5 s per million rows): the database checks the parent once per statement instead
@@ -17,7 +19,7 @@ from decimal import Decimal
 from enum import StrEnum
 
 from advanced_alchemy.types import DateTimeUTC
-from sqlalchemy import Date, ForeignKey, String, UniqueConstraint
+from sqlalchemy import Date, ForeignKey, String, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from market.core.db import Base, ExactDecimal, IdMixin, str_enum, utcnow
@@ -42,6 +44,10 @@ class DeliveryComputation(IdMixin, Base):
     clearing_run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("clearing_run.id", ondelete="RESTRICT"))
     inputs_hash: Mapped[str] = mapped_column(String(64))
     line_count: Mapped[int]
+    embedded: Mapped[bool] = mapped_column(default=False, server_default=false())
+    """Made by a settlement run: its award lines are that run's settlement lines (which carry each
+    award's baseline, actual, delivered kW, status and method), not delivery_line rows. Member-site
+    delivery is stored in member_delivery either way."""
     created_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), default=utcnow)
 
 

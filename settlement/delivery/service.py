@@ -35,7 +35,7 @@ from typing import Any
 
 import holidays as holiday_calendars
 import polars as pl
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from market.auth.principal import Principal
@@ -50,6 +50,7 @@ from market.participants.models import Site
 from settlement.baselines.methods import REGISTRY, BaselineMethod, BaselineParams, compute_baselines
 from settlement.baselines.models import BaselineAssignment
 from settlement.delivery.models import DeliveryComputation, DeliveryLine, DeliveryStatus, MemberDelivery
+from settlement.runs.models import SettlementLine, SettlementRun
 
 FALLBACK_METHOD = BaselineMethod.HIGH_X_OF_Y
 """Used where neither the site, its portfolio nor the market has an assignment: PJM-style High 4 of 5
@@ -273,12 +274,22 @@ def _nominations(session: Session, market: Market, sites: pl.DataFrame, start: d
 
 @dataclass(frozen=True)
 class Delivery:
-    """A verified day: the stored computation and, in memory, what it stored plus what settlement needs
-    next (award prices, paying utilities, portfolio and owner ids), so nothing is read back."""
+    """A verified day in memory: what a computation stores, its content hash, and what settlement
+    needs next (award prices, paying utilities, portfolio and owner ids), so nothing is read back.
+    :func:`store_delivery` stores it (or finds it stored already)."""
 
-    computation: DeliveryComputation
+    clearing_run_id: uuid.UUID
+    content_hash: str
+    """SHA-256 of ``lines`` and ``member_lines``: equal hashes, equal computations."""
     lines: pl.DataFrame
-    """offer_id, isp_start, seller_id, utility_id, portfolio_id, ordered_kw, delivered_kw, price_per_mwh."""
+    """One per award (offer × ISP): offer_id, isp_start, seller_id, resource_id, direction, ordered_kw,
+    baseline_kw, actual_kw, delivered_kw, status, method, method_version (kW as Int64 millionths)."""
+    member_lines: pl.DataFrame
+    """offer_id, site_id, isp_start, actual_kw, delivered_kw, baseline_kw (portfolio offers' member sites)."""
+    settle: pl.DataFrame
+    """``lines`` with the award's price, paying utility and portfolio: offer_id, isp_start, seller_id,
+    utility_id, portfolio_id, ordered_kw, baseline_kw, actual_kw, delivered_kw, status, method,
+    method_version, price_per_mwh."""
     members: pl.DataFrame
     """offer_id, site_id, owner_id, isp_start, delivered_kw (portfolio offers' member sites)."""
 
@@ -287,8 +298,8 @@ LIKE_DAY_METHODS = frozenset({BaselineMethod.HIGH_X_OF_Y, BaselineMethod.MIDDLE_
 """Methods that read earlier days; the others (nominated, meter before/after) read the day itself only."""
 
 
-def compute_delivery(session: Session, market: Market, day: date, clearing: ClearingRun, now: datetime) -> Delivery:
-    """Verify the day's awards against meter data and baselines; store a new computation if its content changed."""
+def compute_delivery(session: Session, market: Market, day: date, clearing: ClearingRun) -> Delivery:
+    """Verify the day's awards against meter data and baselines (reads only; :func:`store_delivery` stores)."""
     clock = clock_of(market)
     day_start, day_end = clock.day_bounds(day)
     awards = _awards(session, clearing)
@@ -382,18 +393,18 @@ def compute_delivery(session: Session, market: Market, day: date, clearing: Clea
     site_lines = _delivered(site_lines)
     day_awards = awards.filter(pl.col("day") == day)
     lines, member_lines = _offer_lines(day_awards, site_lines, sites)
-    computation = _store(session, market, day, clearing, lines, member_lines, now)
+    lines = lines.select(LINE_COLUMNS)
     settle = lines.join(
         day_awards.select("offer_id", "isp_start", "price_per_mwh", "utility_id", "portfolio_id"),
         on=["offer_id", "isp_start"],
     ).select(
-        "offer_id", "isp_start", "seller_id", "utility_id", "portfolio_id", "ordered_kw", "delivered_kw",
-        "price_per_mwh",
+        "offer_id", "isp_start", "seller_id", "utility_id", "portfolio_id", "ordered_kw", "baseline_kw", "actual_kw",
+        "delivered_kw", "status", "method", "method_version", "price_per_mwh",
     )  # fmt: skip
     members = member_lines.join(sites.select(site_id="id", owner_id="owner_id"), on="site_id").select(
         "offer_id", "site_id", "owner_id", "isp_start", "delivered_kw"
     )
-    return Delivery(computation, settle, members)
+    return Delivery(clearing.id, _content_hash(lines, member_lines), lines, member_lines, settle, members)
 
 
 def site_history(
@@ -522,60 +533,49 @@ def _content_hash(lines: pl.DataFrame, member_lines: pl.DataFrame) -> str:
     return digest.hexdigest()
 
 
-def _store(
-    session: Session,
-    market: Market,
-    day: date,
-    clearing: ClearingRun,
-    lines: pl.DataFrame,
-    member_lines: pl.DataFrame,
-    now: datetime,
+LINE_COLUMNS = (
+    "offer_id", "isp_start", "seller_id", "resource_id", "direction", "ordered_kw", "baseline_kw", "actual_kw",
+    "delivered_kw", "status", "method", "method_version",
+)  # fmt: skip
+"""A delivery line's columns, in :class:`DeliveryLine`'s order."""
+
+
+def store_delivery(
+    session: Session, market: Market, day: date, delivery: Delivery, now: datetime, *, embedded: bool
 ) -> DeliveryComputation:
-    columns = [
-        "offer_id", "isp_start", "seller_id", "resource_id", "direction", "ordered_kw", "baseline_kw", "actual_kw",
-        "delivered_kw", "status", "method", "method_version",
-    ]  # fmt: skip
-    lines = lines.select(columns)
-    content = _content_hash(lines, member_lines)
-    latest = session.scalar(
-        select(DeliveryComputation)
-        .where(DeliveryComputation.market_id == market.id, DeliveryComputation.delivery_day == day)
-        .order_by(DeliveryComputation.version.desc())
-        .limit(1)
-    )
-    if latest is not None and latest.inputs_hash == content and latest.clearing_run_id == clearing.id:
+    """The stored computation of ``delivery``: the latest one if its content and clearing are the same,
+    else a new version. ``embedded`` (a settlement run's own computation): the award lines are left to
+    the run's settlement lines, which carry the same facts; only member-site delivery is written here."""
+    latest = latest_computation(session, market.id, day)
+    if latest is not None and latest.inputs_hash == delivery.content_hash and latest.clearing_run_id == (
+        delivery.clearing_run_id
+    ):
         return latest
-    version = (
-        session.scalar(
-            select(func.max(DeliveryComputation.version)).where(
-                DeliveryComputation.market_id == market.id, DeliveryComputation.delivery_day == day
-            )
-        )
-        or 0
-    ) + 1
     computation = DeliveryComputation(
         id=uuid.uuid4(),
         market_id=market.id,
         delivery_day=day,
-        version=version,
-        clearing_run_id=clearing.id,
-        inputs_hash=content,
-        line_count=lines.height,
+        version=(latest.version if latest is not None else 0) + 1,
+        clearing_run_id=delivery.clearing_run_id,
+        inputs_hash=delivery.content_hash,
+        line_count=delivery.lines.height,
+        embedded=embedded,
         created_at=now,
     )
     session.add(computation)
     session.flush()
     cid = pl.lit(str(computation.id))
-    copy_in(
-        session,
-        DeliveryLine.__tablename__,
-        lines.with_columns(computation_id=cid),
-        micro_columns=("ordered_kw", "baseline_kw", "actual_kw", "delivered_kw"),
-    )
+    if not embedded:
+        copy_in(
+            session,
+            DeliveryLine.__tablename__,
+            delivery.lines.with_columns(computation_id=cid),
+            micro_columns=("ordered_kw", "baseline_kw", "actual_kw", "delivered_kw"),
+        )
     copy_in(
         session,
         MemberDelivery.__tablename__,
-        member_lines.with_columns(computation_id=cid),
+        delivery.member_lines.with_columns(computation_id=cid),
         micro_columns=("baseline_kw", "actual_kw", "delivered_kw"),
     )
     return computation
@@ -604,7 +604,7 @@ def verify_day(session: Session, market_id: uuid.UUID, day: date, now: datetime)
     )
     if clearing is None or clearing.status is not RunStatus.DONE:
         raise Conflict.on("day", f"delivery day {day} has not been cleared")
-    return compute_delivery(session, market, day, clearing, now).computation
+    return store_delivery(session, market, day, compute_delivery(session, market, day, clearing), now, embedded=False)
 
 
 def lines_of_offer(session: Session, principal: Principal, offer_id: uuid.UUID) -> list[DeliveryLine]:
@@ -618,20 +618,60 @@ def lines_of_offer(session: Session, principal: Principal, offer_id: uuid.UUID) 
     )
     if not allowed:
         raise NotFound.of("offer", offer_id)
-    latest = (
-        select(DeliveryLine.computation_id)
-        .join(DeliveryComputation, DeliveryComputation.id == DeliveryLine.computation_id)
+    standalone = session.execute(
+        select(DeliveryComputation.delivery_day, DeliveryComputation.version, DeliveryComputation.id)
+        .join(DeliveryLine, DeliveryLine.computation_id == DeliveryComputation.id)
         .where(DeliveryLine.offer_id == offer_id)
-        .order_by(DeliveryComputation.version.desc())
+        .order_by(DeliveryComputation.delivery_day.desc(), DeliveryComputation.version.desc())
         .limit(1)
-        .scalar_subquery()
-    )
+    ).first()
+    embedded = session.execute(
+        select(DeliveryComputation.delivery_day, DeliveryComputation.version, DeliveryComputation.id, SettlementRun.id)
+        .join(SettlementRun, SettlementRun.delivery_computation_id == DeliveryComputation.id)
+        .join(SettlementLine, SettlementLine.run_id == SettlementRun.id)
+        .where(DeliveryComputation.embedded, SettlementLine.offer_id == offer_id)
+        .order_by(
+            DeliveryComputation.delivery_day.desc(), DeliveryComputation.version.desc(), SettlementRun.version
+        )
+        .limit(1)
+    ).first()
+    if embedded is not None and (standalone is None or tuple(embedded[:2]) > tuple(standalone[:2])):
+        computation_id, run_id = embedded[2], embedded[3]
+        lines = session.scalars(
+            select(SettlementLine)
+            .where(SettlementLine.run_id == run_id, SettlementLine.offer_id == offer_id)
+            .order_by(SettlementLine.isp_start)
+        )
+        return [_as_delivery_line(computation_id, offer, line) for line in lines]
+    if standalone is None:
+        return []
     return list(
         session.scalars(
             select(DeliveryLine)
-            .where(DeliveryLine.offer_id == offer_id, DeliveryLine.computation_id == latest)
+            .where(DeliveryLine.offer_id == offer_id, DeliveryLine.computation_id == standalone[2])
             .order_by(DeliveryLine.isp_start)
         )
+    )
+
+
+def _as_delivery_line(computation_id: uuid.UUID, offer: FlexOffer, line: SettlementLine) -> DeliveryLine:
+    """An embedded computation's line, as its settlement line carries it (transient: never added to a session)."""
+    resource_id = offer.site_id if offer.site_id is not None else offer.portfolio_id
+    assert resource_id is not None  # noqa: S101 - an offer names a site or a portfolio (database check)
+    return DeliveryLine(
+        computation_id=computation_id,
+        offer_id=line.offer_id,
+        isp_start=line.isp_start,
+        seller_id=line.seller_id,
+        resource_id=resource_id,
+        direction=offer.direction.value,
+        ordered_kw=line.ordered_kw,
+        baseline_kw=line.baseline_kw,
+        actual_kw=line.actual_kw,
+        delivered_kw=line.delivered_kw,
+        status=line.status,
+        method=line.method,
+        method_version=line.method_version,
     )
 
 

@@ -18,6 +18,7 @@ from sqlalchemy import JSON, CheckConstraint, Date, ForeignKey, Index, String, T
 from sqlalchemy.orm import Mapped, mapped_column
 
 from market.core.db import Base, ExactDecimal, IdMixin, str_enum, utcnow
+from settlement.delivery.models import DeliveryStatus
 
 
 class RunKind(StrEnum):
@@ -112,6 +113,13 @@ class SettlementLine(Base):
     # No index: a market has few utilities, so one would cost every COPY and select almost nothing.
     utility_id: Mapped[uuid.UUID]
     ordered_kw: Mapped[Decimal] = mapped_column(ExactDecimal(20, 6))
+    # The award's delivery, as the run's delivery computation found it (migration 0010: an award is
+    # written once per run; a computation made by the run itself writes no delivery_line rows).
+    baseline_kw: Mapped[Decimal | None] = mapped_column(ExactDecimal(20, 6))
+    actual_kw: Mapped[Decimal | None] = mapped_column(ExactDecimal(20, 6))
+    status: Mapped[DeliveryStatus] = mapped_column(str_enum(DeliveryStatus, "delivery_status", 20))
+    method: Mapped[str] = mapped_column(String(32))
+    method_version: Mapped[int]
     delivered_kw: Mapped[Decimal] = mapped_column(ExactDecimal(20, 6))
     shortfall_kw: Mapped[Decimal] = mapped_column(ExactDecimal(20, 6))
     price_per_mwh: Mapped[Decimal] = mapped_column(ExactDecimal(20, 6))

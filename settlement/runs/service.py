@@ -36,8 +36,7 @@ from market.core.errors import Conflict, InvalidInput, NotFound
 from market.core.queries import Page, paginate
 from market.markets.models import Market
 from market.markets.service import clock_of, get_market
-from settlement.delivery.models import DeliveryComputation
-from settlement.delivery.service import Delivery, compute_delivery
+from settlement.delivery.service import Delivery, compute_delivery, store_delivery
 from settlement.ledger.models import AccountKind, EntryKind
 from settlement.ledger.service import Transfer, account_for, accounts_for, post, posted_totals
 from settlement.metering.models import ResettlementMark
@@ -158,9 +157,9 @@ def require_settleable(session: Session, market: Market, day: date, kind: RunKin
     return clearing
 
 
-def _inputs_hash(computation: DeliveryComputation, clearing: ClearingRun, terms: SettlementTerms) -> str:
+def _inputs_hash(delivery: Delivery, clearing: ClearingRun, terms: SettlementTerms) -> str:
     canonical = json.dumps(
-        {"delivery": computation.inputs_hash, "clearing": clearing.result_hash, "terms": terms.to_dict()},
+        {"delivery": delivery.content_hash, "clearing": clearing.result_hash, "terms": terms.to_dict()},
         sort_keys=True,
     )
     return hashlib.sha256(canonical.encode()).hexdigest()
@@ -181,12 +180,13 @@ def settle_day(
         return SettleOutcome(runs[-1], created=False)  # a redelivered final task: the day is closed already
     clearing = require_settleable(session, market, day, kind, now)
     terms = terms_of(session, market).terms
-    delivery = compute_delivery(session, market, day, clearing, now)
-    computation = delivery.computation
-    inputs_hash = _inputs_hash(computation, clearing, terms)
+    delivery = compute_delivery(session, market, day, clearing)
+    inputs_hash = _inputs_hash(delivery, clearing, terms)
     if kind is RunKind.RECONCILIATION and runs and runs[-1].inputs_hash == inputs_hash:
         consume_marks(session, market_id, day, runs[-1].id)
         return SettleOutcome(runs[-1], created=False)
+    # Embedded: the run's settlement lines below carry every award's delivery, so it is written once.
+    computation = store_delivery(session, market, day, delivery, now, embedded=True)
 
     run = SettlementRun(
         id=uuid.uuid4(),
@@ -228,6 +228,8 @@ def settle_day(
 
 _LINE_MICRO = (
     "ordered_kw",
+    "baseline_kw",
+    "actual_kw",
     "delivered_kw",
     "shortfall_kw",
     "price_per_mwh",
@@ -241,7 +243,7 @@ _LINE_MICRO = (
 
 def _settle_lines(market: Market, delivery: Delivery, terms: SettlementTerms) -> pl.DataFrame:
     """Every award line of the day with its delivery and amounts (money as Int64 millionths)."""
-    amounts = frame_amounts(delivery.lines.with_columns(isp_minutes=pl.lit(market.isp_minutes, pl.Int64)), terms)
+    amounts = frame_amounts(delivery.settle.with_columns(isp_minutes=pl.lit(market.isp_minutes, pl.Int64)), terms)
     to_micro = 10 ** (6 - minor_units(terms.currency))
     return amounts.select(
         "offer_id",
@@ -250,6 +252,11 @@ def _settle_lines(market: Market, delivery: Delivery, terms: SettlementTerms) ->
         "utility_id",
         "portfolio_id",
         "ordered_kw",
+        "baseline_kw",
+        "actual_kw",
+        "status",
+        "method",
+        "method_version",
         "delivered_kw",
         "shortfall_kw",
         "price_per_mwh",

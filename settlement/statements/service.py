@@ -179,12 +179,10 @@ def load_period(
         session,
         f"""
         SELECT sl.seller_id, sl.utility_id, sl.offer_id, sl.isp_start, r.delivery_day, r.kind, r.version,
-               dl.direction, COALESCE(s.meter_code, p.name), dl.baseline_kw, dl.actual_kw, sl.ordered_kw,
+               o.direction, COALESCE(s.meter_code, p.name), sl.baseline_kw, sl.actual_kw, sl.ordered_kw,
                sl.delivered_kw, sl.shortfall_kw, sl.price_per_mwh, sl.utilisation, sl.penalty, sl.availability, sl.fee
         FROM settlement_line sl
         JOIN settlement_run r ON r.id = sl.run_id
-        JOIN delivery_line dl ON dl.computation_id = r.delivery_computation_id
-             AND dl.offer_id = sl.offer_id AND dl.isp_start = sl.isp_start
         JOIN flex_offer o ON o.id = sl.offer_id
         LEFT JOIN site s ON s.id = o.site_id
         LEFT JOIN portfolio p ON p.id = o.portfolio_id

@@ -15,11 +15,13 @@ from decimal import Decimal
 
 from litestar import Litestar
 from litestar.testing import TestClient
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from market.clearing.models import ClearingRun, FlexOrderAward, RunStatus
+from settlement.delivery.models import DeliveryComputation, DeliveryLine
 from settlement.metering.models import MeterReading
+from settlement.runs.models import SettlementLine
 from tests.integration.orders_world import local
 from tests.integration.settlement_world import SettlementWorld, build
 
@@ -61,6 +63,48 @@ def test_high_4_of_5_verifies_delivery_and_settles_the_same_money(client: TestCl
         f"/api/v1/markets/{w.market.id}/settlements", headers=w.operator.headers, json={"day": sw.day.isoformat()}
     ).json()
     assert (Decimal(run["total_utilisation"]), Decimal(run["total_penalty"])) == (Decimal(14), Decimal("1.25"))
+
+
+def test_a_run_writes_each_award_once_and_serves_its_delivery(client: TestClient[Litestar], db: Session) -> None:
+    """Settled without an earlier verification, the run's own (embedded) computation writes no delivery_line
+    rows: its settlement lines carry each award's delivery, and the delivery API reads them from there."""
+    sw = build(client, db, method="high_x_of_y", history_days=45)
+    w = sw.w
+    run = client.post(
+        f"/api/v1/markets/{w.market.id}/settlements", headers=w.operator.headers, json={"day": sw.day.isoformat()}
+    ).json()
+    assert (Decimal(run["total_utilisation"]), Decimal(run["total_penalty"])) == (Decimal(14), Decimal("1.25"))
+    computation = db.get(DeliveryComputation, uuid.UUID(run["delivery_computation_id"]))
+    assert computation is not None
+    assert computation.embedded
+    stored = db.scalar(
+        select(func.count()).select_from(DeliveryLine).where(DeliveryLine.computation_id == computation.id)
+    )
+    assert stored == 0
+    assert computation.line_count == db.scalar(
+        select(func.count()).select_from(SettlementLine).where(SettlementLine.run_id == uuid.UUID(run["id"]))
+    )
+
+    dc_offer, portfolio_offer = _offer_ids(client, sw)
+    [line] = client.get(f"/api/v1/flex-offers/{dc_offer}/delivery", headers=w.data_center.headers).json()
+    assert line["computation_id"] == str(computation.id)
+    assert (line["baseline_kw"], line["actual_kw"], line["delivered_kw"], line["ordered_kw"]) == (
+        "1000", "600", "400", "500",
+    )  # fmt: skip
+    assert (line["status"], line["method"], line["method_version"], line["direction"]) == (
+        "ok", "high_x_of_y", 1, "up",
+    )  # fmt: skip
+    [portfolio] = client.get(f"/api/v1/flex-offers/{portfolio_offer}/delivery", headers=w.aggregator.headers).json()
+    assert (portfolio["baseline_kw"], portfolio["actual_kw"], portfolio["delivered_kw"]) == ("400", "100", "300")
+    members = client.get(f"/api/v1/flex-offers/{portfolio_offer}/delivery/members", headers=w.aggregator.headers)
+    assert sorted(m["delivered_kw"] for m in members.json()) == ["120", "180"]
+    assert client.get(f"/api/v1/flex-offers/{dc_offer}/delivery", headers=sw.member_a.headers).status_code == 404
+
+    # Verifying the day afterwards finds the run's computation: same content, no new version.
+    again = client.post(
+        f"/api/v1/markets/{w.market.id}/deliveries", headers=w.operator.headers, json={"day": sw.day.isoformat()}
+    )
+    assert again.json()["id"] == str(computation.id)
 
 
 def test_missing_readings_count_as_not_delivered(client: TestClient[Litestar], db: Session) -> None:

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from litestar.testing import TestClient
 from sqlalchemy import inspect, text
 from sqlalchemy.exc import DBAPIError
 
+from market.core.app import create_app
+from market.core.config import DatabaseSettings, JobSettings, SecuritySettings, Settings
 from market.core.contexts import import_models
-from market.core.db import Base, make_engine
+from market.core.db import Base, make_engine, make_session_factory
 from market.core.migrate import downgrade, upgrade
+from tests.conftest import TEST_PEPPER
+from tests.integration.settlement_world import build
 
 
 def _diff(url: str) -> list[object]:
@@ -47,13 +53,15 @@ def test_upgrade_head_on_empty_sqlite_matches_the_models(tmp_path: Path) -> None
 def _line(table: str, parent_column: str, parent_id: str) -> str:
     columns = {
         "settlement_line": "seller_id, utility_id, offer_id, isp_start, ordered_kw, delivered_kw, shortfall_kw, "
-        "price_per_mwh, utilisation, penalty, availability, fee, net",
+        "price_per_mwh, utilisation, penalty, availability, fee, net, baseline_kw, actual_kw, status, method, "
+        "method_version",
         "delivery_line": "offer_id, isp_start, seller_id, resource_id, direction, ordered_kw, baseline_kw, actual_kw, "
         "delivered_kw, status, method, method_version",
     }[table]
     values = {
         "settlement_line": "'a1b2c3d4-0000-0000-0000-000000000001', 'a1b2c3d4-0000-0000-0000-000000000002', "
-        "'a1b2c3d4-0000-0000-0000-000000000003', '2026-12-04 00:00:00', 1, 1, 0, 300, 1, 0, 0, 0, 1",
+        "'a1b2c3d4-0000-0000-0000-000000000003', '2026-12-04 00:00:00', 1, 1, 0, 300, 1, 0, 0, 0, 1, 2, 1, 'ok', "
+        "'nominated', 1",
         "delivery_line": "'a1b2c3d4-0000-0000-0000-000000000003', '2026-12-04 00:00:00', "
         "'a1b2c3d4-0000-0000-0000-000000000001', 'a1b2c3d4-0000-0000-0000-000000000004', 'up', 1, 2, 1, 1, 'ok', "
         "'nominated', 1",
@@ -93,3 +101,49 @@ def test_the_bulk_line_migration_goes_down_and_up_again(fresh_database, tmp_path
         downgrade(url, "0008")
         upgrade(url)
         assert _diff(url) == []
+
+
+# -- migration 0010: a run writes each award once (settlement lines carry its delivery) ------------------------------
+
+_FACTS = "SELECT offer_id, isp_start, baseline_kw, actual_kw, status, method, method_version FROM {} ORDER BY 1, 2"
+
+
+def test_delivery_facts_move_between_the_line_tables_down_and_up(fresh_database) -> None:  # type: ignore[no-untyped-def]
+    """A day settled at head has no delivery_line rows (the run's computation is embedded). Going down to 0009
+    restores them from the settlement lines; coming up again fills the settlement lines from them."""
+    url = fresh_database()
+    upgrade(url)
+    settings = Settings(
+        database=DatabaseSettings(url=url),
+        jobs=JobSettings(broker_url="in-process"),
+        security=SecuritySettings(api_key_pepper=TEST_PEPPER),
+    )
+    engine = make_engine(url)
+    try:
+        with TestClient(app=create_app(settings)) as client, make_session_factory(engine)() as db:
+            sw = build(client, db, method="high_x_of_y", history_days=45)
+            settled = client.post(
+                f"/api/v1/markets/{sw.w.market.id}/settlements",
+                headers=sw.w.operator.headers,
+                json={"day": sw.day.isoformat()},
+            )
+            assert settled.status_code == 201, settled.text
+        with engine.connect() as conn:
+            facts = conn.execute(text(_FACTS.format("settlement_line"))).all()
+            assert conn.execute(text("SELECT COUNT(*) FROM delivery_line")).scalar() == 0
+        # The day of tests/integration/test_delivery.py: the data center's and the portfolio's 17:00 award.
+        assert sorted((f[2], f[3], f[4], f[5], f[6]) for f in facts) == [
+            (Decimal(400), Decimal(100), "ok", "high_x_of_y", 1),
+            (Decimal(1000), Decimal(600), "ok", "high_x_of_y", 1),
+        ]
+        engine.dispose()
+        downgrade(url, "0009")
+        with engine.connect() as conn:
+            assert conn.execute(text(_FACTS.format("delivery_line"))).all() == facts
+        engine.dispose()
+        upgrade(url)
+        with engine.connect() as conn:
+            assert conn.execute(text(_FACTS.format("settlement_line"))).all() == facts
+        assert _diff(url) == []
+    finally:
+        engine.dispose()

@@ -86,6 +86,11 @@ def test_what_a_run_stored_cannot_be_changed_or_orphaned(client: TestClient[Lite
     """Migration 0009: lines are append-only and runs and delivery computations are never deleted, so a
     line can never lose its parent (the per-row foreign keys were replaced by per-statement checks)."""
     sw = build(client, db)
+    # Verified on its own first, so the day's computation has delivery_line rows (a run's own has none).
+    verified = client.post(
+        f"/api/v1/markets/{sw.w.market.id}/deliveries", headers=sw.w.operator.headers, json={"day": sw.day.isoformat()}
+    )
+    assert verified.status_code == 201, verified.text
     run = _settle(client, sw)
     statements = [
         ("UPDATE settlement_line SET net = 0 WHERE run_id = :id", "settlement_line is append-only"),
