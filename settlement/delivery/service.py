@@ -547,8 +547,10 @@ def store_delivery(
     else a new version. ``embedded`` (a settlement run's own computation): the award lines are left to
     the run's settlement lines, which carry the same facts; only member-site delivery is written here."""
     latest = latest_computation(session, market.id, day)
-    if latest is not None and latest.inputs_hash == delivery.content_hash and latest.clearing_run_id == (
-        delivery.clearing_run_id
+    if (
+        latest is not None
+        and latest.inputs_hash == delivery.content_hash
+        and latest.clearing_run_id == (delivery.clearing_run_id)
     ):
         return latest
     computation = DeliveryComputation(
@@ -630,9 +632,7 @@ def lines_of_offer(session: Session, principal: Principal, offer_id: uuid.UUID) 
         .join(SettlementRun, SettlementRun.delivery_computation_id == DeliveryComputation.id)
         .join(SettlementLine, SettlementLine.run_id == SettlementRun.id)
         .where(DeliveryComputation.embedded, SettlementLine.offer_id == offer_id)
-        .order_by(
-            DeliveryComputation.delivery_day.desc(), DeliveryComputation.version.desc(), SettlementRun.version
-        )
+        .order_by(DeliveryComputation.delivery_day.desc(), DeliveryComputation.version.desc(), SettlementRun.version)
         .limit(1)
     ).first()
     if embedded is not None and (standalone is None or tuple(embedded[:2]) > tuple(standalone[:2])):
