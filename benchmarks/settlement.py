@@ -115,8 +115,9 @@ NON_DELIVERY_SHARE = 0.03
 CORRECTED_SHARE = 0.01
 CHUNK_ROWS = 100_000
 LINE_COLUMNS = (
-    "run_id", "offer_id", "isp_start", "seller_id", "utility_id", "ordered_kw", "delivered_kw", "shortfall_kw",
-    "price_per_mwh", "utilisation", "penalty", "availability", "fee", "net",
+    "run_id", "offer_id", "isp_start", "seller_id", "utility_id", "ordered_kw", "baseline_kw", "actual_kw", "status",
+    "method", "method_version", "delivered_kw", "shortfall_kw", "price_per_mwh", "utilisation", "penalty",
+    "availability", "fee", "net",
 )  # fmt: skip
 PLAIN_TABLE = "bench_settlement_line_plain"
 PK_TABLE = "bench_settlement_line_pk"
@@ -946,7 +947,8 @@ class Cpu:
 
 
 def reference_rows(world: World, run_id: uuid.UUID) -> list[bytes]:
-    """The award rows in settlement_line's shape, in COPY text, in chunks (rendered before timing)."""
+    """The award rows in settlement_line's shape (amounts and the award's delivery), in COPY text, in chunks
+    (rendered before timing)."""
     frame = world.awards.select(
         pl.lit(str(run_id)).alias("run_id"),
         "offer_id",
@@ -954,6 +956,11 @@ def reference_rows(world: World, run_id: uuid.UUID) -> list[bytes]:
         "seller_id",
         pl.lit(str(world.utility_id)).alias("utility_id"),
         (pl.col("accepted_w") * 1000).alias("ordered_kw"),
+        (pl.col("accepted_w") * 3000).alias("baseline_kw"),
+        (pl.col("accepted_w") * 2050).alias("actual_kw"),
+        pl.lit("ok").alias("status"),
+        pl.lit("nominated").alias("method"),
+        pl.lit(1, pl.Int64).alias("method_version"),
         (pl.col("accepted_w") * 950).alias("delivered_kw"),
         (pl.col("accepted_w") * 50).alias("shortfall_kw"),
         (pl.col("price_milli") * 1000).alias("price_per_mwh"),
@@ -964,7 +971,10 @@ def reference_rows(world: World, run_id: uuid.UUID) -> list[bytes]:
     ).with_columns(net=pl.col("utilisation") - pl.col("fee"))
     # settlement_line's primary-key order (run_id is constant), as settle_day writes its lines
     frame = frame.sort("seller_id", "offer_id", "isp_start")
-    money = ("ordered_kw", "delivered_kw", "shortfall_kw", "price_per_mwh", "utilisation", "penalty", "availability")
+    money = (
+        "ordered_kw", "baseline_kw", "actual_kw", "delivered_kw", "shortfall_kw", "price_per_mwh", "utilisation",
+        "penalty", "availability",
+    )  # fmt: skip
     text = frame.with_columns(*[_micro_text(c) for c in (*money, "fee", "net")]).select(LINE_COLUMNS)
     chunks = []
     for offset in range(0, text.height, CHUNK_ROWS):
@@ -1135,8 +1145,8 @@ def check_run(url: str, world: World, run_id: str) -> dict[str, Any]:
             {"u": utility[0], "f": fees[0], "r": run_id, "d": world.day},
         ).fetchall()
         statuses = conn.execute(
-            "SELECT status, COUNT(*) FROM delivery_line WHERE computation_id = %s GROUP BY status ORDER BY status",
-            (run[5],),
+            "SELECT status, COUNT(*) FROM settlement_line WHERE run_id = %s GROUP BY status ORDER BY status",
+            (run_id,),
         ).fetchall()
         stored_lines = conn.execute("SELECT COUNT(*) FROM settlement_line WHERE run_id = %s", (run_id,)).fetchone()
     by_kind = {kind: (paid, to_fees, count) for kind, paid, to_fees, count in flows}

@@ -40,7 +40,7 @@ from sqlalchemy.orm import Session
 
 from market.auth.principal import Principal
 from market.clearing.models import ClearingRun
-from market.core.bulk import copy_in, is_postgres, read_frame
+from market.core.bulk import copy_in, is_postgres, read_frame, read_side_by_side
 from market.core.errors import NotFound
 from market.grid.models import CongestionPoint
 from market.markets.models import Market
@@ -302,7 +302,6 @@ def compute_delivery(session: Session, market: Market, day: date, clearing: Clea
     """Verify the day's awards against meter data and baselines (reads only; :func:`store_delivery` stores)."""
     clock = clock_of(market)
     day_start, day_end = clock.day_bounds(day)
-    awards = _awards(session, clearing)
     sites = _sites(session, clearing)
     assignments = assignments_in_force(session, market, day)
     site_methods = {
@@ -318,7 +317,12 @@ def compute_delivery(session: Session, market: Market, day: date, clearing: Clea
         (m.params.max_lookback_days for m in site_methods.values() if m.method in LIKE_DAY_METHODS), default=0
     )
     history_start = clock.day_bounds(day - timedelta(days=lookback))[0]
-    readings = _readings(session, clearing, history_start, day_end)
+    # The three large reads (about a million rows each for 10,000 awards) on two connections at once.
+    (awards, nominations), readings = read_side_by_side(
+        session,
+        lambda side: (_awards(side, clearing), _nominations(side, market, sites, day_start, day_end)),
+        lambda main: _readings(main, clearing, history_start, day_end),
+    )
     per_isp_kw = 60 // market.isp_minutes
     history = (
         _local(readings.join(sites.select("resource", site_id="id"), on="site_id"), "isp_start", market)
@@ -346,7 +350,6 @@ def compute_delivery(session: Session, market: Market, day: date, clearing: Clea
     excluded = _excluded_days(session, market, sites, history_start, day_start)
     years = {day.year, (day - timedelta(days=lookback)).year}
     holidays = holidays_of(_holiday_country(session, market), years)
-    nominations = _nominations(session, market, sites, day_start, day_end)
 
     resource_ids = sites["id"].to_list()
     groups: dict[str, tuple[ResolvedMethod, list[int]]] = {}
