@@ -49,6 +49,7 @@ import json
 import os
 import resource
 import statistics
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -838,10 +839,25 @@ class Stopwatch:
     frames: dict[str, Any] = field(default_factory=dict)
     """The frame each ``copy_in`` wrote, by table (kept for the rendering diagnostic)."""
 
+    side_root: list[str] = field(default_factory=list)
+    """The path of the running ``read_side_by_side``: a worker thread's steps go under ``<it>/side``."""
+    side_stacks: threading.local = field(default_factory=threading.local)
+
+    def _stack(self) -> list[str]:
+        if threading.current_thread() is threading.main_thread():
+            return self.stack
+        if not hasattr(self.side_stacks, "stack"):
+            self.side_stacks.stack = [*self.side_root, "side"]
+        stack: list[str] = self.side_stacks.stack
+        return stack
+
     def _enter(self, label: str) -> str:
-        path = "/".join([*self.stack, label])
+        stack = self._stack()
+        path = "/".join([*stack, label])
         self.order.setdefault(path, len(self.order))
-        self.stack.append(label)
+        stack.append(label)
+        if label == "read_side_by_side":
+            self.side_root = list(stack)
         return path
 
     def wrap(self, func: Callable[..., Any], name: str, by_table: bool) -> Callable[..., Any]:
@@ -859,7 +875,7 @@ class Stopwatch:
         return timed
 
     def _leave(self, path: str, seconds: float) -> None:
-        self.stack.pop()
+        self._stack().pop()
         self.seconds[path] = self.seconds.get(path, 0.0) + seconds
         self.calls[path] = self.calls.get(path, 0) + 1
         self.longest[path] = max(self.longest.get(path, 0.0), seconds)
@@ -897,11 +913,11 @@ TIMED: dict[ModuleType, tuple[str, ...]] = {
     runs_service: (
         "compute_delivery", "require_settleable", "_settle_lines", "_pass_through", "_post_differences", "read_frame",
         "frame_amounts", "copy_in", "accounts_for", "account_for", "posted_totals", "net_by_key", "differences", "post",
-        "consume_marks", "pass_through", "_line_rows",
+        "consume_marks", "pass_through", "_line_rows", "store_delivery",
     ),
     delivery_service: (
         "_awards", "_sites", "assignments_in_force", "_readings", "_excluded_days", "_nominations", "compute_baselines",
-        "_delivered", "_offer_lines", "_store", "_content_hash", "copy_in", "holidays_of",
+        "_delivered", "_offer_lines", "_content_hash", "copy_in", "holidays_of", "read_side_by_side",
     ),
     ledger_service: ("_check_against_stored", "_copy_entries"),
     statements_service: (

@@ -27,7 +27,7 @@ from decimal import Decimal
 from typing import Any, NamedTuple
 
 import psycopg
-from sqlalchemy import Select, func, insert, or_, select, tuple_
+from sqlalchemy import Select, func, insert, or_, select, text, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -120,6 +120,20 @@ def transfer_errors(transfer: Transfer) -> list[FieldError]:
 # -- accounts ----------------------------------------------------------------------------------
 
 
+_ACCOUNTS_BY_CODE = text("SELECT code, id FROM ledger_account WHERE code = ANY(CAST(:codes AS text[]))")
+_CREATE_ACCOUNTS = text(
+    """
+    INSERT INTO ledger_account (id, participant_id, market_id, kind, currency, code, created_at)
+    SELECT a.id, a.participant_id, :market, :kind, :currency, a.code, :now
+    FROM unnest(CAST(:ids AS uuid[]), CAST(:participants AS uuid[]), CAST(:codes AS text[]))
+         WITH ORDINALITY AS a(id, participant_id, code, n)
+    ORDER BY a.n
+    ON CONFLICT DO NOTHING
+    """
+)
+"""PostgreSQL: every missing account of a run in one statement (arrays), in the given order."""
+
+
 def _insert(session: Session) -> Any:
     """The dialect's INSERT, which has ``on_conflict_do_nothing`` on PostgreSQL and SQLite."""
     return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
@@ -170,16 +184,34 @@ def accounts_for(
     if not wanted:
         return {}
     codes = {account_code(market_id, p, AccountKind.PARTICIPANT, currency): p for p in wanted}
+    postgres = session.get_bind().dialect.name == "postgresql"
 
     def read(selected: Iterable[str]) -> dict[uuid.UUID, uuid.UUID]:
-        rows = session.execute(
-            select(LedgerAccount.code, LedgerAccount.id).where(LedgerAccount.code.in_(list(selected)))
-        ).all()
+        if postgres:  # one array parameter instead of thousands of bound values
+            rows = session.execute(_ACCOUNTS_BY_CODE, {"codes": list(selected)}).all()
+        else:
+            rows = session.execute(
+                select(LedgerAccount.code, LedgerAccount.id).where(LedgerAccount.code.in_(list(selected)))
+            ).all()
         return {codes[code]: account_id for code, account_id in rows}
 
     found = read(codes)
-    missing = [code for code, participant in codes.items() if participant not in found]
-    if missing:
+    missing = sorted(code for code, participant in codes.items() if participant not in found)
+    # One order for every writer (by code): no deadlock between concurrent runs creating accounts.
+    if missing and postgres:
+        session.execute(
+            _CREATE_ACCOUNTS,
+            {
+                "ids": [uuid.uuid4() for _ in missing],
+                "participants": [codes[code] for code in missing],
+                "codes": missing,
+                "market": market_id,
+                "kind": AccountKind.PARTICIPANT.value,
+                "currency": currency,
+                "now": utcnow(),
+            },
+        )
+    elif missing:
         now = utcnow()
         session.execute(
             _insert(session)(LedgerAccount).on_conflict_do_nothing(),
@@ -193,9 +225,10 @@ def accounts_for(
                     "code": code,
                     "created_at": now,
                 }
-                for code in sorted(missing)  # one order for every writer: no deadlock between them
+                for code in missing
             ],
         )
+    if missing:
         found.update(read(missing))
     return found
 
