@@ -8,19 +8,29 @@ queues the jobs (202) and the demo polls for their results.
 The scenario (:data:`HOUSEHOLDS` households by default, reproducible from a fixed seed):
 
 1. **Build.** A market on Europe/Amsterdam (15-minute ISPs, pay-as-clear, day-ahead gate D-1 12:00).
-   The grid is a small radial MV/LV structure derived from typical Dutch suburban layouts (one MV
-   zone, :data:`TRANSFORMERS` MV/LV transformers with :data:`FEEDERS_PER_TRANSFORMER` LV feeders
-   each). It is not a SimBench grid: that package is heavy, and the market only needs the tree of
-   congestion points. Households (every third with a battery, an EV or a heat pump that can shift
-   load, the rest plain or PV), an aggregator with portfolios on three congested feeders that some
-   flexible households join, :data:`DATA_CENTERS` data centers (two on congested feeders, one under
-   the congested transformer, one where no congestion is), and the utility (DSO).
+   The grid comes from SimBench (:mod:`market.demo_data`, a small data set derived from three German
+   SimBench LV grids and shipped with the package): one MV zone (synthetic: it only groups them) over
+   the three grids' MV/LV transformers ``TR-1``..``TR-3`` (semi-urban, rural, urban), each with its
+   real LV feeders ``TR-t-F1``.. (the lines leaving its LV busbar), numbered most loaded first (annual
+   peak net load over the head cable's thermal limit). Households are placed on the feeders in
+   proportion to SimBench's household loads there (:func:`place_households`), each standing for one
+   of them (its H0 profile and rated kW; the settlement stage turns that into its meter data).
+   SimBench's own peaks stay under 31% of every feeder cable and 36% of every transformer, so no
+   point is congested in the data: the congestion is the demo's scenario, configured
+   (:data:`CONGESTED_FEEDERS`, :data:`CONGESTED_TRANSFORMER`) on the points the data ranks most
+   loaded (the four most loaded feeders of the 22, and the most loaded transformer). Synthetic,
+   too: which households have a battery, an EV or a heat pump that can shift load (every third of
+   each feeder; the rest plain or PV), the aggregator with portfolios on three congested feeders
+   that some flexible households join, the :data:`DATA_CENTERS` data centers (two on congested
+   feeders, one under the congested transformer, one on a commercial feeder where no congestion
+   is; MW-scale sites, which in reality connect at MV, attached to feeder points for the story),
+   and the utility (DSO).
 2. **Orders.** The utility's FlexRequests: the evening peak (16:00-21:00) on four feeders and one
-   transformer, the morning peak (07:00-09:00) on the feeder with most heat pumps, sized from the
-   flexibility connected there so some need stays unmet. FlexOffers from the flexible households
-   (their own, batteries with storage limits), the aggregator (one batch: an offer per portfolio
-   with a price curve from its members' prices) and the data centers (tranches; a block with a
-   rebound; an all-or-nothing block).
+   transformer, the morning peak (07:00-09:00) on the most loaded feeder (:data:`MORNING_FEEDER`),
+   sized from the flexibility connected there (its heat pumps in the morning) so some need stays
+   unmet. FlexOffers from the flexible households (their own, batteries with storage limits), the
+   aggregator (one batch: an offer per portfolio with a price curve from its members' prices) and
+   the data centers (tranches; a block with a rebound; an all-or-nothing block).
 3. **Clearing at gate closure.** The demo cannot wait for the real gate, so it clears with a clock
    set just past it (the service takes the time as an argument; the API and the scheduled task pass
    the real time).
@@ -62,28 +72,31 @@ from market.core.config import Settings
 from market.core.contexts import load_contexts
 from market.core.db import make_engine, make_session_factory, unit_of_work
 from market.core.migrate import upgrade
+from market.demo_data.simbench_lv import Feeder, Load, LvGrids, Transformer, load_lv_grids, pv_profile_of
 from market.markets.service import clock_of, get_market
 from market.participants.models import Participant, Role
 
 T = TypeVar("T")
 
 TIMEZONE = "Europe/Amsterdam"
-TRANSFORMERS = 3
-FEEDERS_PER_TRANSFORMER = 4
 HOUSEHOLDS = 300
+"""Close to the 307 household loads of the three SimBench grids: each household stands for its own."""
 DATA_CENTERS = 4
 FLEXIBLE_EVERY = 3
-"""Every third household has an asset that can shift load."""
+"""Every third household of each feeder has an asset that can shift load."""
 ISP_HOURS = Decimal(15) / 60
 EVENING = (16, 21)
 """Local hours [16:00, 21:00) of the evening peak."""
 MORNING = (7, 9)
 CONGESTED_FEEDERS = {"TR-1-F1": 220, "TR-1-F2": 260, "TR-2-F1": 300, "TR-3-F1": 350}
-"""Feeders congested in the evening peak, with the utility's value (max price per MWh)."""
+"""Feeders congested in the evening peak, with the utility's value (max price per MWh): the most loaded
+feeders of the SimBench data (feeders are numbered most loaded first), with loads the scenario adds."""
 CONGESTED_TRANSFORMER = ("TR-2", 280)
+"""The rural grid's transformer, the most loaded of the three in the SimBench data."""
 MORNING_FEEDER = ("TR-1-F1", 180)
 PORTFOLIO_FEEDERS = ("TR-1-F1", "TR-2-F1", "TR-3-F1")
 DATA_CENTER_FEEDERS = ("TR-1-F1", "TR-2-F3", "TR-3-F1", "TR-1-F4")
+"""TR-1-F4 is the semi-urban grid's commercial feeder (one SimBench G3 load, no households)."""
 DATA_CENTER_KW = (200, 150, 100, 120)
 """kW each data center offers in the evening peak."""
 
@@ -162,6 +175,27 @@ class Seller:
     assets: list[str]
     point_code: str
     flex: AssetFlex | None = None
+    home: Home | None = None
+    """The SimBench load a household stands for (None for data centers)."""
+
+
+@dataclass(frozen=True)
+class Home:
+    """What a demo household stands for: a SimBench household load (H0 profile, rated kW) on its feeder,
+    and the SimBench PV profile a roof there follows."""
+
+    load: Load
+    pv_profile: str
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a household goes: its feeder's code, the SimBench load it stands for, and whether it has
+    an asset that can shift load."""
+
+    code: str
+    home: Home
+    flexible: bool
 
 
 @dataclass
@@ -284,6 +318,45 @@ def _operator_token(settings: Settings) -> str:
     return token
 
 
+def grid_points(grids: LvGrids) -> Iterator[tuple[str, Transformer, Feeder | None]]:
+    """The codes of the SimBench transformers (``TR-t``, feeder None) and their feeders (``TR-t-Ff``), in
+    the data's order: grids as listed, feeders most loaded first."""
+    for t, trafo in enumerate(grids.transformers, start=1):
+        yield f"TR-{t}", trafo, None
+        for f, feeder in enumerate(trafo.feeders, start=1):
+            yield f"TR-{t}-F{f}", trafo, feeder
+
+
+def place_households(grids: LvGrids, households: int) -> list[Placement]:
+    """Each household's feeder, SimBench load and flexibility, in household order.
+
+    Seats go one at a time to the feeder with the highest ``w_f / (2 s_f + 1)`` (Sainte-Laguë, ties to
+    the first feeder), where ``w_f`` is the number of SimBench household loads on feeder f and ``s_f``
+    the households it has: every prefix of the order is apportioned in proportion to ``w``, so a small
+    demo takes the larger feeders and 300 households nearly cover the 307 loads one to one. A feeder's
+    k-th household stands for its k-th household load (cycling if there are more households than
+    loads) and is flexible iff ``(k + p) % 3 == 0``, p being the rank of the feeder's first seat: every
+    third household of each feeder, the feeders' first flexible ones staggered.
+    """
+    feeders = [(code, trafo, feeder) for code, trafo, feeder in grid_points(grids) if feeder and feeder.households]
+    seats = [0] * len(feeders)
+    first_seat: dict[int, int] = {}
+    placed: list[Placement] = []
+    for _ in range(households):
+        i = max(range(len(feeders)), key=lambda j: (len(feeders[j][2].households) / (2 * seats[j] + 1), -j))
+        code, trafo, feeder = feeders[i]
+        k = seats[i]
+        seats[i] += 1
+        rank = first_seat.setdefault(i, len(first_seat))
+        home = Home(feeder.households[k % len(feeder.households)], pv_profile_of(trafo, feeder))
+        placed.append(Placement(code, home, (k + rank) % FLEXIBLE_EVERY == 0))
+    return placed
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _build_grid(api: DemoClient, suffix: str) -> World:
     market = api.call(
         "POST",
@@ -311,14 +384,21 @@ def _build_grid(api: DemoClient, suffix: str) -> World:
         points[code] = dict(api.call("POST", f"/markets/{mid}/congestion-points", body))
         return points[code]
 
-    root = point("ZONE-1", "MV zone 1", "zone", None)
+    root = point("ZONE-1", "MV zone 1 (synthetic: groups the three SimBench LV grids)", "zone", None)
     tree = Tree(f"[bold]{root['code']}[/] {root['name']}")
-    for t in range(1, TRANSFORMERS + 1):
-        trafo = point(f"TR-{t}", f"MV/LV transformer {t}", "transformer", root["id"])
-        branch = tree.add(f"[bold]{trafo['code']}[/] {trafo['name']}")
-        for f in range(1, FEEDERS_PER_TRANSFORMER + 1):
-            feeder = point(f"TR-{t}-F{f}", f"LV feeder {t}.{f}", "feeder", trafo["id"])
-            branch.add(f"{feeder['code']} {feeder['name']}")
+    trafo_point, branch = root, tree
+    for code, trafo, feeder in grid_points(load_lv_grids()):
+        if feeder is None:
+            name = f"{trafo.name} ({trafo.grid}, {trafo.rating_kva:.0f} kVA)"
+            trafo_point = point(code, name, "transformer", root["id"])
+            branch = tree.add(f"[bold]{code}[/] {name}")
+            continue
+        name = (
+            f"{feeder.head_line}: {_count(feeder.load_count, 'load')} ({_count(len(feeder.households), 'household')}), "
+            f"{feeder.pv_kwp:.0f} kWp PV, peak {feeder.peak_kw:.0f} kW of {feeder.thermal_limit_kw:.0f} kW"
+        )
+        point(code, name, "feeder", trafo_point["id"])
+        branch.add(f"{code} {name}")
     return World(market, utility["id"], api.key_for(utility["id"], ["trade", "finance"]), points, tree)
 
 
@@ -333,11 +413,8 @@ def _add_participants(api: DemoClient, world: World, rng: random.Random, suffix:
             {"name": f"Portfolio {code}", "congestion_point_id": world.points[code]["id"]},
             token=world.aggregator_token,
         )
-    feeders = world.feeders
-    for h in range(1, households + 1):
-        feeder = feeders[h % len(feeders)]
-        # Every third household of each feeder (h = 12q + k is flexible iff (q + k) % 3 == 0).
-        flexible = (h + h // len(feeders)) % FLEXIBLE_EVERY == 0
+    for h, placed in enumerate(place_households(load_lv_grids(), households), start=1):
+        feeder, flexible = world.points[placed.code], placed.flexible
         assets = list(rng.choice(FLEXIBLE_MIX if flexible else PLAIN_MIX))
         household = api.call("POST", "/participants", {"name": f"Household {h:03d}", "role": "household"})
         site_body = {
@@ -348,7 +425,9 @@ def _add_participants(api: DemoClient, world: World, rng: random.Random, suffix:
         }
         if not flexible:  # registered by the operator; it never trades, so it has no key
             site = api.call("POST", "/sites", {**site_body, "owner_id": household["id"]})
-            world.households.append(Seller(household["name"], household["id"], "", site, assets, feeder["code"]))
+            world.households.append(
+                Seller(household["name"], household["id"], "", site, assets, feeder["code"], home=placed.home)
+            )
             continue
         token = api.key_for(household["id"], ["trade", "finance"])
         site = api.call("POST", "/sites", site_body, token=token)
@@ -357,7 +436,9 @@ def _add_participants(api: DemoClient, world: World, rng: random.Random, suffix:
             portfolio = world.portfolios[feeder["code"]]
             site = api.call("PUT", f"/sites/{site['id']}/portfolio", {"portfolio_id": portfolio["id"]}, token=token)
             world.members += 1
-        world.households.append(Seller(household["name"], household["id"], token, site, assets, feeder["code"], flex))
+        world.households.append(
+            Seller(household["name"], household["id"], token, site, assets, feeder["code"], flex, placed.home)
+        )
     for d, code in enumerate(DATA_CENTER_FEEDERS[:DATA_CENTERS], start=1):
         center = api.call("POST", "/participants", {"name": f"Data center {d}", "role": "data_center"})
         site = api.call(

@@ -12,12 +12,16 @@ After clearing:
 
 1. **Meter data.** The utility (the metered data responsible) uploads one CSV meter file per day
    for the :data:`HISTORY_DAYS` days before the delivery day and for the day itself, for every
-   connection on its grid: kWh = kW × 0.25. Each site follows a plausible load profile (household:
-   night base, morning and evening peaks, heat pump, EV charging, winter PV; data center: flat IT
-   load with a cooling bump) with day-to-day and per-ISP noise. In its awarded ISPs a site lowers
-   its consumption by its award × a delivery factor drawn per site: most deliver 0.9-1.1, about 15%
-   deliver 0.3-0.7, a few nothing; one data center under-delivers. A portfolio's award is shared
-   among its members that can shift in that ISP, in proportion to their kW.
+   connection on its grid: kWh = kW × 0.25. Each site repeats one usual day with day-to-day and
+   per-ISP noise. A household's is SimBench's (:mod:`market.demo_data`): the winter weekday
+   (14 January 2016) of the H0 profile of the SimBench load it stands for, at that load's rated kW,
+   its annual energy kept within :data:`HOME_KWH_PER_YEAR` (a SimBench load may be a building of
+   several homes), plus its assets as the demo models them (heat pump, EV charging: synthetic; PV:
+   :data:`PV_KWP` kWp on the SimBench PV profile of its feeder). A data center's is synthetic: flat
+   IT load with a cooling bump. In its awarded ISPs a site lowers its consumption by its award × a
+   delivery factor drawn per site: most deliver 0.9-1.1, about 15% deliver 0.3-0.7, a few nothing;
+   one data center under-delivers. A portfolio's award is shared among its members that can shift
+   in that ISP, in proportion to their kW.
 2. **Delivery, settlement.** The day is in the future, and the API checks real time ("the day
    has not ended"), so these two time-travelling steps call the services the API calls, with the
    clock set after the day's end (as the demo's clearing does with the gate).
@@ -49,7 +53,8 @@ from rich.table import Table
 from sqlalchemy.orm import Session, sessionmaker
 
 from market.core.db import make_engine, make_session_factory, unit_of_work
-from market.demo import ISP_HOURS, TIMEZONE, DemoRun, DemoStage, Seller, World
+from market.demo import ISP_HOURS, TIMEZONE, DemoRun, DemoStage, Home, Seller, World
+from market.demo_data.simbench_lv import load_lv_grids
 from market.markets.calendar import MarketClock
 from market.markets.models import GateClosureKind
 from settlement.delivery.service import verify_day
@@ -71,6 +76,11 @@ DATA_CENTER_FACTORS = (0.97, 1.02, 0.55, 1.0)
 """Delivery factors of the data centers: the third one's backup generator fails to start fully."""
 CLOCK = MarketClock(TIMEZONE, 15, GateClosureKind.DAY_AHEAD)
 SEED = 20261125
+HOME_KWH_PER_YEAR = (1000.0, 6000.0)
+"""A SimBench household load's annual energy (rated kW × its profile's full-load hours) runs from
+0.5 to 14.7 MWh; a demo household is one home, so its profile is scaled into this range."""
+PV_KWP = 4.0
+"""A household's roof PV (a typical Dutch home's, synthetic); its shape is SimBench's PV profile."""
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -98,21 +108,23 @@ def _window(hours: tuple[int, int]) -> FloatArray:
     return inside.astype(np.float64)
 
 
-def _household_profile(assets: list[str], scale: float) -> FloatArray:
-    """A winter weekday of a Dutch home: 0.25-0.35 kW at night, a morning and an evening peak, plus its assets
-    (heat pump 0.8 kW, 2.0 kW in the peaks; EV charging 3.7 kW 17:00-21:00; PV up to 1.2 kW at noon)."""
-    base = np.interp(
-        _HOURS,
-        [0, 5, 7, 8.5, 12, 16, 18, 20, 22.5, 24],
-        [0.35, 0.25, 0.9, 0.6, 0.45, 0.9, 1.5, 1.3, 0.6, 0.35],
-    )
-    load = base * scale
+def household_profile(assets: list[str], home: Home, scale: float = 1.0) -> FloatArray:
+    """A home's usual winter weekday (kW per local slot): rated kW × the day of its SimBench H0 profile,
+    scaled so its annual energy stays within :data:`HOME_KWH_PER_YEAR`, times ``scale``; plus its
+    assets: heat pump 0.8 kW, 2.0 kW in the peaks; EV charging 3.7 kW 17:00-21:00; PV :data:`PV_KWP`
+    kWp × the day of its feeder's SimBench PV profile (a share of kWp)."""
+    profiles = load_lv_grids().profiles
+    profile = profiles.load[home.load.profile]
+    annual_kwh = home.load.rated_kw * profile.full_load_hours
+    low, high = HOME_KWH_PER_YEAR
+    to_one_home = min(max(annual_kwh, low), high) / annual_kwh
+    load = home.load.rated_kw * to_one_home * scale * np.asarray(profile.day, dtype=np.float64)
     if "heat_pump" in assets:
         load = load + 0.8 + 1.2 * np.maximum(_window((7, 9)), _window((16, 21)))
     if "ev" in assets:
         load = load + 3.7 * _window((17, 21))
     if "pv" in assets:
-        load = load - 1.2 * np.clip(np.sin((_HOURS - 8.5) / 8 * np.pi), 0, None)
+        load = load - PV_KWP * np.asarray(profiles.pv[home.pv_profile].day, dtype=np.float64)
     return np.asarray(load, dtype=np.float64)
 
 
@@ -129,7 +141,10 @@ def site_models(world: World) -> list[SiteModel]:
     for seller in world.households:
         draw = rng.random()
         factor = 0.0 if draw < 0.04 else rng.uniform(0.3, 0.7) if draw < 0.19 else rng.uniform(0.9, 1.1)  # noqa: PLR2004
-        profile = _household_profile(seller.assets, rng.uniform(0.7, 1.4))
+        if seller.home is None:
+            raise ValueError(f"{seller.name} stands for no SimBench load")
+        # SimBench gives every load of a type the same shape: ±10% per home, so like homes still differ.
+        profile = household_profile(seller.assets, seller.home, rng.uniform(0.9, 1.1))
         models.append(SiteModel(seller, profile, float(factor), 0.04))
     for i, seller in enumerate(world.data_centers):
         profile = _data_center_profile(rng.uniform(1500, 3000))

@@ -5,7 +5,8 @@
 * Meter files: kWh = kW × 0.25 split into import and export, to the watt-hour.
 * The whole demo day on PostgreSQL with a real Celery worker on Redis (the production mode of
   ``flexmarket --database-url ... --broker-url ... demo``): uploads and the statement job are queued
-  (202) and the demo waits for them; the books balance and the files are written.
+  (202) and the demo waits for them; the grid is the SimBench data set's; the books balance and the
+  files are written.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from market.core.config import Settings
-from market.demo import Seller, run_demo
+from market.demo import Seller, grid_points, run_demo
+from market.demo_data.simbench_lv import load_lv_grids
 from settlement.demo import STATEMENTS_DIR, SiteModel, meter_csv
 from settlement.metering.models import MeterFile, MeterFileStatus
 from settlement.report import (
@@ -126,6 +128,10 @@ def test_the_demo_day_runs_on_postgresql_with_a_worker(worker: Settings, db: Ses
     out = io.StringIO()
     report = run_demo(worker, console=Console(file=out, width=160), households=36, output_dir=tmp_path)
     printed = out.getvalue()
+
+    # The grid is the shipped SimBench data set's: ZONE-1 over TR-1..TR-3 and their feeders TR-t-Ff.
+    assert set(report["points"].values()) == {"ZONE-1", *(code for code, _, _ in grid_points(load_lv_grids()))}
+    assert "1-LV-rural3--0-sw" in printed
 
     # The worker processed every meter file (the API queued them: no readings without it).
     files = db.scalars(select(MeterFile.status)).all()
