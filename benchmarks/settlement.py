@@ -31,12 +31,15 @@ day) is timed on its own; the others are rendered all when a probe of the first 
 ``--csv-all-limit-s``, else a stratified random sample of ``--csv-sample`` (at least a few of every
 role, within ``--csv-budget-s``) whose per-role means are extrapolated to every statement of that
 role (the report says which). ``ANALYZE`` runs after each bulk load (what autovacuum would do on a
-live system). Figures of the previous committed run (at git ae868e9, results committed in 80c43cb) are
-kept in :data:`BEFORE` and shown next to this run's.
+live system). The "before" shown next to this run's figures is the results file committed at a git revision
+(``--before-rev``, default ``HEAD``: the last committed run; see :func:`load_before`); the report compares
+seconds and, because the machine's load varies between runs, the ratios to the raw COPY references measured
+in the same run and the CPU seconds.
 
 Run from the repository root (develop with ``--scale 0.1``)::
 
-    .venv/bin/python -m benchmarks.settlement
+    .venv/bin/python -m benchmarks.settlement [--before-rev REV]
+    .venv/bin/python -m benchmarks.settlement --from-json results.json [--before-rev REV]  # report only
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ import json
 import os
 import resource
 import statistics
+import subprocess
 import threading
 import time
 import uuid
@@ -76,6 +80,7 @@ import settlement.statements.service as statements_service
 from benchmarks.common import (
     DEFAULT_ADMIN_URL,
     NOISY_CORES,
+    REPO_ROOT,
     _git,
     contamination_note,
     cpu_sample,
@@ -125,118 +130,25 @@ PK_TABLE = "bench_settlement_line_pk"
 REFERENCE_TABLES = {"plain_table": PLAIN_TABLE, "pk_only": PK_TABLE, "settlement_line": "settlement_line"}
 RENDERED_TABLES = {
     "settlement_line": runs_service._LINE_MICRO,
-    "delivery_line": ("ordered_kw", "baseline_kw", "actual_kw", "delivered_kw"),
+    "member_delivery": ("baseline_kw", "actual_kw", "delivered_kw"),
 }
 MICRO = 1_000_000
 PROBE_STATEMENTS = 50
 """Statements rendered first, in sample order, to project the time of rendering all of them."""
 PER_ROLE_MIN = 5
 """At least this many statements of every role in the CSV sample (when there are that many)."""
-
-INITIAL_STEPS_BEFORE: dict[str, float] = {
-    "settle_day": 31.137,
-    "settle_day/require_settleable": 0.0028,
-    "settle_day/compute_delivery": 19.2017,
-    "settle_day/compute_delivery/_awards": 1.7602,
-    "settle_day/compute_delivery/_sites": 0.1245,
-    "settle_day/compute_delivery/assignments_in_force": 0.0039,
-    "settle_day/compute_delivery/_readings": 1.7215,
-    "settle_day/compute_delivery/_excluded_days": 0.0745,
-    "settle_day/compute_delivery/holidays_of": 0.0,
-    "settle_day/compute_delivery/_nominations": 1.5708,
-    "settle_day/compute_delivery/compute_baselines": 0.2736,
-    "settle_day/compute_delivery/_delivered": 1.4285,
-    "settle_day/compute_delivery/_offer_lines": 0.6292,
-    "settle_day/compute_delivery/_store": 10.2897,
-    "settle_day/compute_delivery/_store/_content_hash": 0.8305,
-    "settle_day/compute_delivery/_store/copy_in(delivery_line)": 6.9268,
-    "settle_day/compute_delivery/_store/copy_in(member_delivery)": 2.5248,
-    "settle_day/_settle_lines": 0.2264,
-    "settle_day/_settle_lines/frame_amounts": 0.0658,
-    "settle_day/_pass_through": 0.0914,
-    "settle_day/_pass_through/pass_through": 0.0464,
-    "settle_day/_line_rows": 0.0005,
-    "settle_day/copy_in(settlement_line)": 8.3324,
-    "settle_day/copy_in(pass_through_share)": 0.0512,
-    "settle_day/_post_differences": 3.1919,
-    "settle_day/_post_differences/accounts_for": 0.7476,
-    "settle_day/_post_differences/account_for": 0.0061,
-    "settle_day/_post_differences/posted_totals": 0.0059,
-    "settle_day/_post_differences/net_by_key": 0.0631,
-    "settle_day/_post_differences/differences": 0.2833,
-    "settle_day/_post_differences/post": 1.3253,
-    "settle_day/_post_differences/post/_check_against_stored": 0.3804,
-    "settle_day/_post_differences/post/_copy_entries": 0.7296,
-    "settle_day/consume_marks": 0.0025,
-    "settle_day/record": 0.0001,
-    "commit": 0.002,
-}
-RECONCILIATION_STEPS_BEFORE: dict[str, float] = {
-    "settle_day": 31.0628,
-    "settle_day/require_settleable": 0.0014,
-    "settle_day/compute_delivery": 19.9198,
-    "settle_day/compute_delivery/_awards": 1.8865,
-    "settle_day/compute_delivery/_sites": 0.1572,
-    "settle_day/compute_delivery/assignments_in_force": 0.0016,
-    "settle_day/compute_delivery/_readings": 1.5883,
-    "settle_day/compute_delivery/_excluded_days": 0.08,
-    "settle_day/compute_delivery/holidays_of": 0.0,
-    "settle_day/compute_delivery/_nominations": 1.5069,
-    "settle_day/compute_delivery/compute_baselines": 0.217,
-    "settle_day/compute_delivery/_delivered": 1.3756,
-    "settle_day/compute_delivery/_offer_lines": 0.614,
-    "settle_day/compute_delivery/_store": 11.2445,
-    "settle_day/compute_delivery/_store/_content_hash": 0.794,
-    "settle_day/compute_delivery/_store/copy_in(delivery_line)": 7.41,
-    "settle_day/compute_delivery/_store/copy_in(member_delivery)": 3.0358,
-    "settle_day/_settle_lines": 0.2467,
-    "settle_day/_settle_lines/frame_amounts": 0.0703,
-    "settle_day/_pass_through": 0.0911,
-    "settle_day/_pass_through/pass_through": 0.0433,
-    "settle_day/_line_rows": 0.0006,
-    "settle_day/copy_in(settlement_line)": 8.8606,
-    "settle_day/copy_in(pass_through_share)": 0.0548,
-    "settle_day/_post_differences": 1.8411,
-    "settle_day/_post_differences/accounts_for": 0.2633,
-    "settle_day/_post_differences/account_for": 0.0027,
-    "settle_day/_post_differences/posted_totals": 0.5196,
-    "settle_day/_post_differences/net_by_key": 0.2425,
-    "settle_day/_post_differences/differences": 0.2451,
-    "settle_day/_post_differences/post": 0.2785,
-    "settle_day/_post_differences/post/_check_against_stored": 0.0509,
-    "settle_day/_post_differences/post/_copy_entries": 0.1812,
-    "settle_day/consume_marks": 0.0353,
-    "settle_day/record": 0.0001,
-    "commit": 0.0047,
-}
-BEFORE: dict[str, Any] = {
-    "label": (
-        "the previous committed run (2026-12-07 07:10 UTC at git ae868e9, results committed in 80c43cb; before "
-        "b1cd242, 79de704 and dd863dd), measured while other agents were loading the machine"
-    ),
-    "initial_s": 31.139,
-    "reconciliation_s": 31.067,
-    "references_s": {"plain_table": 2.852, "pk_only": 4.359, "settlement_line": 8.218},
-    "issue_all_s": 6.865,
-    "statements": 8_999,
-    "statement_table_bytes": 4_710_400,
-    "runs_json_bytes_total": 980_891,
-    "csv_s": 253.247,
-    "csv_utility_s": 49.631,
-    "csv_measured": "all 8,999 statements measured",
-    "other_cores": {"initial settlement": 0.02, "reconciliation": 0.02, "issue_all": 0.0, "CSV rendering": 0.0},
-    "initial_steps": INITIAL_STEPS_BEFORE,
-    "reconciliation_steps": RECONCILIATION_STEPS_BEFORE,
-}
-"""Figures of the previous committed run of this benchmark on the same world (same seed and sizes), read from
-``git show 80c43cb:benchmarks/results/settlement.json``: totals, the raw COPY references and the step seconds of
-both runs (every path, down to three levels). Its primary-key-only reference had the key (run_id, offer_id,
-isp_start) and settlement_line that key plus a seller index and a per-row foreign key to settlement_run. CSV then
-as now: ``document_of`` and ``to_csv`` per statement (all of them measured then)."""
-UNKEPT_BEFORE: dict[str, float] = {"quiet_initial_s": 26.45, "settlement_line_reference_s": 6.24}
-"""Figures of the code before 79de704 that are in no results file: its initial settlement in an earlier run on
-2026-12-07 on a quiet machine (not kept), and the raw COPY reference into settlement_line as measured when 79de704
-was made (2.97 s after it)."""
+SIDE = "side"
+"""The path segment under which :class:`Stopwatch` puts the steps of ``read_side_by_side``'s worker thread; they
+overlap the main thread's steps in wall time."""
+RESULTS_FILE = "benchmarks/results/settlement.json"
+"""This benchmark's results file in the repository: the "before" of a run is read from it at a git revision."""
+WORLD_PARAMETERS = (
+    "scale", "household_sites", "household_owners", "aggregators", "members", "portfolio_offers", "data_centers",
+    "dc_sites", "dc_offers", "feeders", "seed",
+)  # fmt: skip
+WORLD_COUNTS = ("participants", "sites", "offers", "award_rows", "readings", "nominations")
+TOP_STEPS = 10
+"""Steps listed in "what dominates" (by their own time)."""
 
 
 def parse_args() -> argparse.Namespace:
@@ -265,7 +177,18 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--csv-budget-s", type=float, default=600.0, help="stop the CSV sample after this many seconds")
     parser.add_argument("--admin-url", default=DEFAULT_ADMIN_URL, help="PostgreSQL URL used to create the DB")
-    parser.add_argument("--from-json", help="only rebuild the report from this saved results JSON")
+    parser.add_argument(
+        "--from-json",
+        "--from-saved",
+        dest="from_json",
+        help="only rebuild the report from this saved results JSON (no measuring)",
+    )
+    parser.add_argument(
+        "--before-rev",
+        help="git revision whose committed benchmarks/results/settlement.json is the 'before' to compare with "
+        "(default HEAD: the last committed run; with --from-json, the 'before' recorded in that JSON if any, else "
+        "HEAD); an unavailable revision or file gives a report without 'before'",
+    )
     parser.add_argument(
         "--memory-limit-gb",
         type=float,
@@ -840,14 +763,15 @@ class Stopwatch:
     """The frame each ``copy_in`` wrote, by table (kept for the rendering diagnostic)."""
 
     side_root: list[str] = field(default_factory=list)
-    """The path of the running ``read_side_by_side``: a worker thread's steps go under ``<it>/side``."""
+    """The path of the running ``read_side_by_side``: a worker thread's steps go under ``<it>/side`` (not itself a
+    timed path, so :meth:`tree` never adds them into a parent's children: they overlap the main thread's)."""
     side_stacks: threading.local = field(default_factory=threading.local)
 
     def _stack(self) -> list[str]:
         if threading.current_thread() is threading.main_thread():
             return self.stack
         if not hasattr(self.side_stacks, "stack"):
-            self.side_stacks.stack = [*self.side_root, "side"]
+            self.side_stacks.stack = [*self.side_root, SIDE]
         stack: list[str] = self.side_stacks.stack
         return stack
 
@@ -917,7 +841,7 @@ TIMED: dict[ModuleType, tuple[str, ...]] = {
     ),
     delivery_service: (
         "_awards", "_sites", "assignments_in_force", "_readings", "_excluded_days", "_nominations", "compute_baselines",
-        "_delivered", "_offer_lines", "_content_hash", "copy_in", "holidays_of", "read_side_by_side",
+        "_delivered", "_offer_lines", "_content_hash", "copy_in", "holidays_of",
     ),
     ledger_service: ("_check_against_stored", "_copy_entries"),
     statements_service: (
@@ -1062,6 +986,7 @@ def measure_references(url: str, world: World, repeats: int) -> dict[str, Any]:
             "median_s": round(statistics.median(seconds), 3),
             "rows_per_s": round(rows / statistics.median(seconds)),
             "cpu_s": cpu[name][len(seconds) // 2],
+            "other_cores": round(cpu[name][len(seconds) // 2]["other"] / seconds[len(seconds) // 2], 2),
         }
         for name, seconds in results.items()
     }
@@ -1427,12 +1352,45 @@ def postgres_settings(url: str) -> dict[str, str]:
     return settings
 
 
-# -- the report ----------------------------------------------------------------------------------
+# -- step tables ---------------------------------------------------------------------------------
 
 
 def step_s(part: dict[str, Any], path: str) -> float:
     """Seconds of one step path (0 when the step did not run)."""
     return next((s["seconds"] for s in part["steps"] if s["path"] == path), 0.0)
+
+
+def _self_s(part: dict[str, Any], path: str) -> float:
+    return next((s["self_s"] for s in part["steps"] if s["path"] == path), 0.0)
+
+
+def _leaf(path: str) -> str:
+    return path.rsplit("/", 1)[-1]
+
+
+def _level(path: str) -> int:
+    """Nesting depth of a step path, the side-thread marker not counted."""
+    return sum(1 for segment in path.split("/") if segment != SIDE) - 1
+
+
+def _on_side(path: str) -> bool:
+    return SIDE in path.split("/")[:-1]
+
+
+def _overlapped(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Steps whose timed sub-steps add up to more than their own wall time (beyond rounding): those sub-steps
+    overlapped in time, so the step's ``self`` is not its own time."""
+    return [step for step in steps if step["self_s"] < -0.01]  # noqa: PLR2004 - rounding of four decimals
+
+
+def _in_parallel(steps: list[dict[str, Any]]) -> set[str]:
+    """Paths that overlap other steps in wall time: a side thread's steps and those under an overlapped step."""
+    overlapped = [step["path"] + "/" for step in _overlapped(steps)]
+    return {
+        step["path"]
+        for step in steps
+        if _on_side(step["path"]) or any(step["path"].startswith(parent) for parent in overlapped)
+    }
 
 
 def _change(before: float, now: float) -> str:
@@ -1441,29 +1399,42 @@ def _change(before: float, now: float) -> str:
     return f"{now / before:.2f}× ({100 * (now - before) / before:+.0f}%)"
 
 
+def _moved_to(path: str, now_paths: list[str], before_paths: set[str]) -> str:
+    """Where a step of the before run that is gone from its path runs now: the one new path with its name."""
+    moved = [p for p in now_paths if _leaf(p) == _leaf(path) and p not in before_paths]
+    return f"; `{_leaf(path)}` now at {moved[0]}" if len(moved) == 1 else ""
+
+
 def _step_rows(
-    steps: list[dict[str, Any]], total: float, depth: int = 3, before: dict[str, float] | None = None
+    steps: list[dict[str, Any]], total: float, depth: int = 3, before: list[dict[str, Any]] | None = None
 ) -> list[str]:
-    """The step table; with ``before``, a column with the previous run's seconds of the same path (and a
-    row per path that ran only then)."""
+    """The step table; with ``before`` (the before run's steps), a column with its seconds of the same path (and
+    a row per path that ran only then). Steps that overlap others in wall time are marked "(in parallel)"."""
     rows = []
-    now_paths = {step["path"] for step in steps}
+    parallel = _in_parallel(steps)
+    then = {step["path"]: step["seconds"] for step in before or []}
+    now_paths = [step["path"] for step in steps]
     for step in steps:
-        level = step["path"].count("/")
+        level = _level(step["path"])
         if level > depth:
             continue
-        name = step["path"].rsplit("/", 1)[-1]
+        name = _leaf(step["path"])
         indent = "&nbsp;&nbsp;" * level
         calls = f" ×{step['calls']:,} (longest {step['longest_call_s']:.3f})" if step["calls"] > 1 else ""
-        cells = [f"{indent}{name}{calls}", f"{step['seconds']:.3f}", f"{step['self_s']:.3f}"]
+        side = " (in parallel: side thread)" if _on_side(step["path"]) else ""
+        if not side and step["path"] in parallel:
+            side = " (in parallel)"
+        cells = [f"{indent}{name}{calls}{side}", f"{step['seconds']:.3f}", f"{step['self_s']:.3f}"]
         cells.append(f"{100 * step['seconds'] / total:.1f}%")
         if before is not None:
-            cells.append(f"{before[step['path']]:.3f}" if step["path"] in before else "—")
+            cells.append(f"{then[step['path']]:.3f}" if step["path"] in then else "—")
         rows.append("| " + " | ".join(cells) + " |")
     if before is None:
         return ["| step | seconds | self | share of total |", "|---|---|---|---|", *rows]
-    gone = [path for path in before if path not in now_paths and path.count("/") <= depth]
-    rows += [f"| {path} (gone) | — | — | — | {before[path]:.3f} |" for path in gone]
+    gone = [path for path in then if path not in now_paths and _level(path) <= depth]
+    rows += [
+        f"| {path} (gone{_moved_to(path, now_paths, set(then))}) | — | — | — | {then[path]:.3f} |" for path in gone
+    ]
     return [
         "| step | seconds | self | share of total | before (s) |",
         "|---|---|---|---|---|",
@@ -1471,7 +1442,21 @@ def _step_rows(
     ]
 
 
-def _settle_section(title: str, part: dict[str, Any], before: dict[str, float]) -> list[str]:
+def _steps_legend(before: dict[str, Any] | None) -> str:
+    text = (
+        "Steps (wall seconds; `self` = not covered by the timed sub-steps listed under it; `(in parallel)` = a step "
+        "that overlaps others in wall time (a side thread's, e.g. `read_side_by_side`'s second connection): it is "
+        "not part of its parent's sub-steps, and the parent's `self` includes the time it waited for it"
+    )
+    if before is not None:
+        text += (
+            "; `before` = the same path in the before run; `(gone)` = a step of the before run that no longer runs "
+            "at that full path"
+        )
+    return text + "):"
+
+
+def _settle_section(title: str, part: dict[str, Any], before: dict[str, Any] | None) -> list[str]:
     check = part["check"]
     return [
         title,
@@ -1483,10 +1468,9 @@ def _settle_section(title: str, part: dict[str, Any], before: dict[str, float]) 
         f"- client-side text rendering alone inside copy_in (diagnostic, no I/O): {part['copy_in_client_rendering_s']}",
         f"- delivery statuses: {check['delivery_statuses']}; ledger checks: {check['checks']}",
         "",
-        "Steps (wall seconds; `self` = not covered by the timed sub-steps listed under it; `before` = the same "
-        "path in the previous run; `(gone)` = a step of the previous run that no longer exists, by its full path):",
+        _steps_legend(before),
         "",
-        *_step_rows(part["steps"], part["total_s"], before=before),
+        *_step_rows(part["steps"], part["total_s"], before=before["steps"] if before is not None else None),
     ]
 
 
@@ -1502,76 +1486,517 @@ def csv_measured(render: dict[str, Any]) -> str:
     )
 
 
-def _summary_table(result: dict[str, Any]) -> list[str]:
+# -- the "before": a committed results file ------------------------------------------------------
+
+
+def _git_bytes(*args: str) -> bytes | None:
+    """``git``'s output in the repository, or None when git or the object is unavailable."""
+    try:
+        out = subprocess.run(  # noqa: S603 - fixed git arguments
+            ["git", *args],  # noqa: S607 - git from PATH
+            cwd=REPO_ROOT,
+            capture_output=True,
+            check=True,
+            timeout=60,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout
+
+
+def reference_other_cores(reference: dict[str, Any]) -> float | None:
+    """Cores other processes used during a raw COPY reference (its ``cpu_s`` is of the middle repetition)."""
+    seconds: list[float] = reference.get("seconds") or []
+    cpu: dict[str, float] | None = reference.get("cpu_s")
+    if not cpu or not seconds or seconds[len(seconds) // 2] <= 0:
+        return None
+    return round(cpu["other"] / seconds[len(seconds) // 2], 2)
+
+
+def _settle_figures(part: dict[str, Any]) -> dict[str, Any]:
+    keys = ("total_s", "settle_day_s", "commit_s", "line_count", "entry_count", "cpu_s", "copy_in_client_rendering_s")
+    return {**{key: part.get(key) for key in keys}, "steps": part["steps"]}
+
+
+def _statement_figures(issue: dict[str, Any]) -> dict[str, Any]:
+    if "error" in issue:
+        return {"error": issue["error"]}
+    keys = (
+        "statements", "total_s", "ms_per_statement", "lines_total", "lines_max", "runs_json_bytes_total",
+        "statement_table_bytes", "cpu_s", "steps",
+    )  # fmt: skip
+    return {key: issue.get(key) for key in keys}
+
+
+def _render_figures(render: dict[str, Any]) -> dict[str, Any]:
+    if "error" in render:
+        return {"error": render["error"]}
+    others = render["others"]
+    return {
+        "statements": render["statements"],
+        "decision": render["decision"],
+        "total_s": render["total_s"],
+        "ms_per_statement": render["ms_per_statement"],
+        "measured": csv_measured(render),
+        "utility": {key: render["utility"][key] for key in ("lines", "total_s", "get_s", "document_s", "csv_s")},
+        "utility_steps": render["utility_steps"],
+        "others": {key: others[key] for key in ("population", "measured", "all_s", "ms_per_statement")},
+        "cpu_s": render.get("cpu_s"),
+    }
+
+
+def before_of(saved: dict[str, Any], source: dict[str, Any]) -> dict[str, Any]:
+    """What the report compares with, from a saved results JSON: its run's date and code, world, totals, step
+    seconds, raw COPY references (with the CPU other processes used meanwhile), CPU seconds and statements."""
+    env, refs = saved["environment"], saved["references"]
+    initial = _settle_figures(saved["initial"])
+    return {
+        "source": {
+            **source,
+            "run_date": env.get("date"),
+            "run_git_commit": env.get("git_commit"),
+            "run_git_dirty_files": env.get("git_dirty_files", []),
+            "run_command": env.get("command"),
+        },
+        "cpu_count": env.get("cpu_count"),
+        "parameters": {key: saved["parameters"].get(key) for key in WORLD_PARAMETERS},
+        "world": {key: saved["world"].get(key) for key in WORLD_COUNTS},
+        "reference_columns": saved.get("reference_columns"),
+        "references": {
+            name: {
+                "median_s": ref["median_s"],
+                "seconds": ref.get("seconds"),
+                "cpu_s": ref.get("cpu_s"),
+                "other_cores": reference_other_cores(ref),
+            }
+            for name, ref in refs.items()
+        },
+        "ratio_initial_to_raw_copy": {
+            name: round(initial["total_s"] / ref["median_s"], 2) for name, ref in refs.items() if ref["median_s"] > 0
+        },
+        "initial": initial,
+        "reconciliation": _settle_figures(saved["reconciliation"]),
+        "statements": _statement_figures(saved["statements"]),
+        "render": _render_figures(saved["render"]),
+        "other_cores": saved.get("other_cores", {}),
+    }
+
+
+def load_before(rev: str) -> dict[str, Any]:
+    """The results committed at git ``rev`` as "before" (:func:`before_of`); when git, the revision or the file is
+    unavailable or unreadable, only ``{"source": {..., "unavailable": why}}`` (the report then has no before)."""
+    source: dict[str, Any] = {"rev": rev, "file": RESULTS_FILE}
+    commit = _git_bytes("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
+    if not commit:
+        return {"source": {**source, "unavailable": f"git or the revision {rev!r} is unavailable"}}
+    source["commit"] = commit.decode().strip()
+    raw = _git_bytes("show", f"{source['commit']}:{RESULTS_FILE}")
+    if raw is None:
+        return {"source": {**source, "unavailable": f"{RESULTS_FILE} does not exist at {rev}"}}
+    changed = _git_bytes("log", "-1", "--format=%H", source["commit"], "--", RESULTS_FILE)
+    if changed:
+        source["results_commit"] = changed.decode().strip()
+    try:
+        return before_of(json.loads(raw), source)
+    except (ValueError, KeyError, TypeError, IndexError, ZeroDivisionError) as exc:
+        return {"source": {**source, "unavailable": f"unreadable results there ({type(exc).__name__}: {exc})"}}
+
+
+def attach_before(result: dict[str, Any], rev: str | None) -> None:
+    """``result["before"]``: the one recorded in ``result`` when ``rev`` is None and there is one, else the
+    results committed at ``rev`` (default HEAD) unless they are this very run."""
+    recorded = result.get("before")
+    if rev is None and isinstance(recorded, dict) and "initial" in recorded:
+        return
+    before = load_before(rev or "HEAD")
+    source, env = before["source"], result["environment"]
+    if "initial" in before and (source["run_date"], source["run_git_commit"]) == (env["date"], env["git_commit"]):
+        before = {"source": {**source, "unavailable": f"the results at {source['rev']} are this same run"}}
+    result["before"] = before
+
+
+def _before_part(before: dict[str, Any] | None, key: str) -> dict[str, Any]:
+    """One part of the before run's figures (``{"error": ...}`` when there is no before)."""
+    if before is None:
+        return {"error": "no before"}
+    part: dict[str, Any] = before[key]
+    return part
+
+
+def _before(result: dict[str, Any]) -> dict[str, Any] | None:
+    before = result.get("before")
+    return before if isinstance(before, dict) and "initial" in before else None
+
+
+def _when(iso: str | None) -> str:
+    try:
+        return datetime.fromisoformat(iso or "").astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    except ValueError:
+        return str(iso)
+
+
+def before_label(before: dict[str, Any]) -> str:
+    """Which run the before is: its date and code, and where it was read."""
+    source = before["source"]
+    dirty = [
+        name
+        for name in (line.split()[-1] for line in source.get("run_git_dirty_files") or [] if line.split())
+        if not name.startswith("benchmarks/results/")
+    ]
+    code = f"git {str(source.get('run_git_commit'))[:7]}"
+    if dirty:
+        code += f" with uncommitted changes in {', '.join(dirty)}"
+    where = f"`git show {source['rev']}:{source['file']}`"
+    if source.get("results_commit"):
+        where += f", committed in {source['results_commit'][:7]}"
+    return f"the run of {_when(source.get('run_date'))} at {code} (read from {where})"
+
+
+def world_differences(result: dict[str, Any], before: dict[str, Any]) -> list[str]:
+    """Parameters of the world and its row counts that differ between the two runs."""
+    differences = [
+        f"{key} {before['parameters'].get(key)} → {result['parameters'].get(key)}"
+        for key in WORLD_PARAMETERS
+        if before["parameters"].get(key) != result["parameters"].get(key)
+    ]
+    differences += [
+        f"{key} {before['world'].get(key)} → {result['world'].get(key)}"
+        for key in WORLD_COUNTS
+        if before["world"].get(key) != result["world"].get(key)
+    ]
+    return differences
+
+
+# -- the report ----------------------------------------------------------------------------------
+
+
+def _target_verdict(seconds: float) -> str:
+    if seconds <= TARGET_SETTLE_S:
+        return f"**met**, {TARGET_SETTLE_S - seconds:.2f} s under it"
+    return f"**missed** by {seconds - TARGET_SETTLE_S:.2f} s ({seconds / TARGET_SETTLE_S:.2f}× the target)"
+
+
+def per_10k(seconds: float, statements: int) -> float:
+    return seconds / max(statements, 1) * TARGET_STATEMENTS
+
+
+def _cpu_work(part: dict[str, Any]) -> float | None:
+    """CPU seconds of the benchmark process and PostgreSQL (what the work itself cost, load aside)."""
+    cpu = part.get("cpu_s")
+    return cpu["benchmark"] + cpu["postgres"] if cpu else None
+
+
+def _ratio(numerator: float | None, denominator: float | None) -> float | None:
+    if numerator is None or not denominator:
+        return None
+    return numerator / denominator
+
+
+def _cell(value: float | None, unit: str) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.2f}×" if unit == "×" else f"{value:.2f}"
+
+
+def _summary_table(result: dict[str, Any], before: dict[str, Any] | None) -> list[str]:
+    """Now against before: seconds, CPU seconds, the ratios to the same run's raw COPY references, the load."""
     initial, recon, refs = result["initial"], result["reconciliation"], result["references"]
     issue, render = result["statements"], result["render"]
-    rows = [
-        ("Initial settlement (settle_day + commit)", BEFORE["initial_s"], initial["total_s"]),
-        ("Reconciliation (1% of readings corrected)", BEFORE["reconciliation_s"], recon["total_s"]),
+    b_initial = before["initial"] if before else {}
+    b_recon = before["reconciliation"] if before else {}
+    b_refs = before["references"] if before else {}
+    b_issue = _before_part(before, "statements")
+    b_render = _before_part(before, "render")
+    b_cores = before["other_cores"] if before else {}
+
+    def ref_s(figures: dict[str, Any], name: str) -> float | None:
+        return figures[name]["median_s"] if name in figures else None
+
+    labels = {
+        "plain_table": "an unindexed table",
+        "pk_only": "a table with only settlement_line's primary key",
+        "settlement_line": "settlement_line",
+    }
+    rows: list[tuple[str, float | None, float | None, str]] = [
+        ("Initial settlement (settle_day + commit), s", b_initial.get("total_s"), initial["total_s"], "s"),
+        ("&nbsp;&nbsp;CPU seconds of this process + PostgreSQL", _cpu_work(b_initial), _cpu_work(initial), "s"),
         *[
-            (f"Raw COPY reference: {label}", BEFORE["references_s"][name], refs[name]["median_s"])
-            for name, label in (
-                ("plain_table", "unindexed table"),
-                ("pk_only", "primary key only (before: (run, offer, ISP); now: (run, seller, offer, ISP))"),
-                (
-                    "settlement_line",
-                    "settlement_line (before: PK (run, offer, ISP) + seller index + per-row FK; now: PK (run, "
-                    "seller, offer, ISP) + a statement trigger checking the run once per COPY)",
-                ),
+            (
+                f"&nbsp;&nbsp;÷ raw COPY into {label} (same run)",
+                _ratio(b_initial.get("total_s"), ref_s(b_refs, name)),
+                _ratio(initial["total_s"], ref_s(refs, name)),
+                "×",
             )
+            for name, label in labels.items()
+            if name in refs
         ],
+        (
+            "&nbsp;&nbsp;cores used by other processes meanwhile",
+            b_cores.get("initial settlement"),
+            result["other_cores"].get("initial settlement"),
+            "cores",
+        ),
+        ("Reconciliation (1% of readings corrected), s", b_recon.get("total_s"), recon["total_s"], "s"),
+        ("&nbsp;&nbsp;CPU seconds of this process + PostgreSQL", _cpu_work(b_recon), _cpu_work(recon), "s"),
+        (
+            "&nbsp;&nbsp;÷ raw COPY into settlement_line (same run)",
+            _ratio(b_recon.get("total_s"), ref_s(b_refs, "settlement_line")),
+            _ratio(recon["total_s"], ref_s(refs, "settlement_line")),
+            "×",
+        ),
+        *[
+            (f"Raw COPY reference into {label}, s", ref_s(b_refs, name), ref_s(refs, name), "s")
+            for name, label in labels.items()
+            if name in refs
+        ],
+        (
+            "&nbsp;&nbsp;cores used by other processes during the settlement_line reference",
+            b_refs.get("settlement_line", {}).get("other_cores"),
+            reference_other_cores(refs["settlement_line"]) if "settlement_line" in refs else None,
+            "cores",
+        ),
     ]
     if "error" not in issue:
         rows.append(
-            (f"issue_all ({issue['statements']:,} statements) + commit", BEFORE["issue_all_s"], issue["total_s"])
+            (
+                f"issue_all ({issue['statements']:,} statements) + commit, s",
+                b_issue.get("total_s"),
+                issue["total_s"],
+                "s",
+            )
         )
     if "error" not in render:
         rows += [
             (
                 "CSV of every statement ("
-                + ("measured all" if render["decision"] == "all" else "sampled and extrapolated, see below")
-                + f"; before: {BEFORE['csv_measured']})",
-                BEFORE["csv_s"],
+                + ("all measured" if render["decision"] == "all" else "sampled and extrapolated, see below")
+                + "), s",
+                b_render.get("total_s"),
                 render["total_s"],
+                "s",
             ),
-            ("&nbsp;&nbsp;the utility's statement", BEFORE["csv_utility_s"], render["utility"]["total_s"]),
+            (
+                "&nbsp;&nbsp;the utility's statement",
+                b_render["utility"]["total_s"] if "utility" in b_render else None,
+                render["utility"]["total_s"],
+                "s",
+            ),
             (
                 "&nbsp;&nbsp;the others",
-                BEFORE["csv_s"] - BEFORE["csv_utility_s"],
+                b_render["others"]["all_s"] if "others" in b_render else None,
                 render["others"]["all_s"],
+                "s",
             ),
         ]
     if "error" not in issue and "error" not in render:
+        both_before = "error" not in b_issue and "error" not in b_render
         rows.append(
             (
-                f"Statements: issue_all + every CSV, per {TARGET_STATEMENTS:,}",
-                (BEFORE["issue_all_s"] + BEFORE["csv_s"]) / BEFORE["statements"] * TARGET_STATEMENTS,
-                (issue["total_s"] + render["total_s"]) / issue["statements"] * TARGET_STATEMENTS,
+                f"Statements: issue_all + every CSV, per {TARGET_STATEMENTS:,}, s",
+                per_10k(b_issue["total_s"] + b_render["total_s"], b_issue["statements"]) if both_before else None,
+                per_10k(issue["total_s"] + render["total_s"], issue["statements"]),
+                "s",
             )
         )
+    if before is None:
+        return [
+            "| measurement | now |",
+            "|---|---|",
+            *[f"| {name} | {_cell(now, unit)} |" for name, _, now, unit in rows],
+        ]
+    lines = []
+    for name, then, now, unit in rows:
+        change = _change(then, now) if then is not None and now is not None and unit != "cores" else "—"
+        lines.append(f"| {name} | {_cell(then, unit)} | {_cell(now, unit)} | {change} |")
+    return ["| measurement | before | now | now / before |", "|---|---|---|---|", *lines]
+
+
+def load_note(result: dict[str, Any], before: dict[str, Any] | None) -> str:
+    """How loaded the machine was in each run (other processes' cores, measured), and what that means for
+    reading the comparison."""
+    cores = result["environment"].get("cpu_count") or "?"
+    refs = result["references"]
+    now_cores = result["other_cores"].get("initial settlement", 0.0)
+    ref_cores = [c for c in (reference_other_cores(ref) for ref in refs.values()) if c is not None]
+    text = f"Other processes used {now_cores:.2f} of the {cores} cores during this run's initial settlement" + (
+        f" and up to {max(ref_cores):.2f} during its raw COPY references" if ref_cores else ""
+    )
+    now_noisy = now_cores > NOISY_CORES or any(c > NOISY_CORES for c in ref_cores)
+    before_noisy = False
+    if before is not None:
+        then_cores = before["other_cores"].get("initial settlement", 0.0)
+        then_refs = [ref["other_cores"] for ref in before["references"].values() if ref.get("other_cores") is not None]
+        before_noisy = then_cores > NOISY_CORES or any(c > NOISY_CORES for c in then_refs)
+        text += f"; in the before run {then_cores:.2f}" + (f" and up to {max(then_refs):.2f}" if then_refs else "")
+    text += "."
+    if now_noisy or before_noisy:
+        loaded = " and ".join(
+            name for name, noisy in (("this run", now_noisy), ("the before run", before_noisy)) if noisy
+        )
+        text += (
+            f" **Other processes competed for the CPU in {loaded}** (above {NOISY_CORES} cores), so "
+            f"{'their' if now_noisy and before_noisy else 'its'} seconds are slower than on a quiet machine: compare "
+            "the CPU seconds and the ratios to the raw COPY references measured in the same run rather than the "
+            "seconds (the load need not slow the settlement and the COPY alike, so the ratios are less sensitive to "
+            "it, not insensitive)."
+        )
+    else:
+        who = (
+            "Both runs had the machine almost to themselves" if before else "This run had the machine almost to itself"
+        )
+        text += f" {who} (at most {NOISY_CORES} cores to others)."
+    return text
+
+
+def reference_note(result: dict[str, Any], before: dict[str, Any] | None) -> str:
+    """Whether the raw COPY references of the two runs copied rows of the same shape."""
+    now_columns, then_columns = result.get("reference_columns"), before.get("reference_columns") if before else None
+    if before is None:
+        return ""
+    if now_columns is None or then_columns is None:
+        missing = " and ".join(
+            name for name, columns in (("this run", now_columns), ("the before run", then_columns)) if columns is None
+        )
+        return (
+            f" The reference rows' columns are not recorded for {missing}: if they differ (settlement_line's shape "
+            "changes with the schema), the references and the ratios differ for that reason too."
+        )
+    if list(now_columns) != list(then_columns):
+        return (
+            f" The reference rows differ: {len(then_columns)} columns then, {len(now_columns)} now (settlement_line's "
+            "shape), so the references and the ratios differ for that reason too."
+        )
+    return f" The reference rows have the same {len(now_columns)} columns in both runs."
+
+
+def _statements_summary(issue: dict[str, Any], render: dict[str, Any], before: dict[str, Any] | None) -> list[str]:
+    b_issue = _before_part(before, "statements")
+    b_render = _before_part(before, "render")
+    if "error" in issue:
+        return [f"- issue_all **failed**: {issue['error']} (peak RSS {issue['peak_rss_mb']:,.0f} MB)."]
+    then = f"; before {b_issue['total_s']:.2f} s for {b_issue['statements']:,}" if "error" not in b_issue else ""
+    lines = [
+        f"- issue_all: **{issue['statements']:,} statements in {issue['total_s']:.2f} s** "
+        f"({issue['ms_per_statement']:.2f} ms each{then})."
+    ]
+    if "error" in render:
+        return [*lines, f"- CSV rendering **failed**: {render['error']} (peak RSS {render['peak_rss_mb']:,.0f} MB)."]
+    csv_then = ""
+    if "error" not in b_render:
+        how = "measured the same way" if b_render["measured"] == csv_measured(render) else b_render["measured"]
+        csv_then = f"; before {b_render['total_s']:.1f} s, {how}"
+    total_then = (
+        f" (before ≈ {per_10k(b_issue['total_s'] + b_render['total_s'], b_issue['statements']):.0f} s)"
+        if "error" not in b_issue and "error" not in b_render
+        else ""
+    )
     return [
-        "| measurement | before (s) | now (s) | now / before |",
-        "|---|---|---|---|",
-        *[f"| {name} | {before:.2f} | {now:.2f} | {_change(before, now)} |" for name, before, now in rows],
+        *lines,
+        f"- Downloading every statement as CSV (`document_of` + `to_csv`): **{render['total_s']:.2f} s** "
+        f"({render['ms_per_statement']:.1f} ms each; the utility's alone {render['utility']['total_s']:.1f} s, the "
+        f"others {render['others']['ms_per_statement']:.1f} ms each; {csv_measured(render)}{csv_then}).",
+        f"- **Generating {TARGET_STATEMENTS:,} statements as CSV** (issue_all + every download, scaled linearly from "
+        f"{issue['statements']:,}): **≈ {per_10k(issue['total_s'] + render['total_s'], issue['statements']):.0f} s**"
+        f"{total_then}.",
     ]
 
 
-def _statements_section(world: dict[str, Any], issue: dict[str, Any], render: dict[str, Any]) -> list[str]:
+def _ratio_sentence(result: dict[str, Any], before: dict[str, Any] | None) -> str:
+    initial, refs = result["initial"], result["references"]
+    parts = []
+    for name, label in (("plain_table", "an unindexed table"), ("settlement_line", "settlement_line")):
+        if name not in refs or refs[name]["median_s"] <= 0:
+            continue
+        now = initial["total_s"] / refs[name]["median_s"]
+        text = f"{now:.2f}× the raw COPY into {label}"
+        then = before["ratio_initial_to_raw_copy"].get(name) if before else None
+        if then:
+            text += f" (before {then:.2f}×, {100 * (now - then) / then:+.0f}%)"
+        parts.append(text)
+    return "; ".join(parts)
+
+
+def summary(result: dict[str, Any]) -> list[str]:
+    """The summary: every figure from this run's data or the before's."""
+    before = _before(result)
+    world, refs = result["world"], result["references"]
+    initial, recon, corrections = result["initial"], result["reconciliation"], result["corrections"]
+    plain, pk, line_ref = (refs[name]["median_s"] for name in ("plain_table", "pk_only", "settlement_line"))
+    cores = result["environment"].get("cpu_count") or "?"
+    if before is None:
+        reason = (result.get("before") or {}).get("source", {}).get("unavailable", "none was loaded")
+        head = f"No before to compare with ({reason})."
+    else:
+        differences = world_differences(result, before)
+        same = (
+            "the same world (sizes, seed and row counts)"
+            if not differences
+            else f"**a different world** ({'; '.join(differences)}), so the figures are not directly comparable"
+        )
+        head = f"Before = {before_label(before)}: {same}."
+    lines = [
+        f"{head} {load_note(result, before)}{reference_note(result, before)}",
+        "",
+        *_summary_table(result, before),
+        "",
+        f"- **Initial settlement of {initial['line_count']:,} award-ISPs: {initial['total_s']:.2f} s**, target ≤ "
+        f"{TARGET_SETTLE_S:.0f} s on {cores} cores: {_target_verdict(initial['total_s'])}"
+        + (
+            f"; before {before['initial']['total_s']:.2f} s: {_target_verdict(before['initial']['total_s'])}"
+            if before
+            else ""
+        )
+        + f". {initial['entry_count']:,} ledger entries. This run's initial settlement took "
+        f"{_ratio_sentence(result, before)}.",
+        f"- Raw COPY of the same {refs['plain_table']['rows']:,} rows (settlement_line's shape, pre-rendered text, "
+        f"committed; median of {len(refs['plain_table']['seconds'])}): unindexed table **{plain:.2f} s**, with only "
+        f"settlement_line's primary key {pk:.2f} s, settlement_line itself **{line_ref:.2f} s**"
+        + (
+            " (before: {:.2f}, {:.2f} and {:.2f} s)".format(
+                *(before["references"][n]["median_s"] for n in ("plain_table", "pk_only", "settlement_line"))
+            )
+            if before and all(n in before["references"] for n in ("plain_table", "pk_only", "settlement_line"))
+            else ""
+        )
+        + ".",
+        f"- Reconciliation after correcting {corrections['readings_corrected']:,} readings (1%, "
+        f"{corrections['sites_marked']:,} sites marked): **{recon['total_s']:.2f} s**"
+        + (f" (before {before['reconciliation']['total_s']:.2f} s)" if before else "")
+        + f", {recon['entry_count']:,} adjustment entries posted, {recon['line_count']:,} lines stored again; "
+        f"{recon['total_s'] / line_ref:.2f}× the raw COPY into settlement_line.",
+        *_statements_summary(result["statements"], result["render"], before),
+    ]
+    if world["award_rows"] != initial["line_count"]:
+        lines.append(f"- Note: {world['award_rows']:,} award rows but {initial['line_count']:,} lines settled.")
+    return lines
+
+
+def _statements_section(
+    world: dict[str, Any], issue: dict[str, Any], render: dict[str, Any], before: dict[str, Any] | None
+) -> list[str]:
     lines = ["## Statements", ""]
     if "error" in issue:
         return [*lines, f"issue_all failed: {issue['error']}; peak RSS {issue['peak_rss_mb']:,.0f} MB."]
+    b_issue = _before_part(before, "statements")
+    b_render = _before_part(before, "render")
+    sizes_then = (
+        f" (before: {b_issue['statement_table_bytes'] / 1e6:,.1f} MB and "
+        f"{b_issue['runs_json_bytes_total'] / 1e6:,.2f} MB)"
+        if "error" not in b_issue and b_issue.get("statement_table_bytes") is not None
+        else ""
+    )
     lines += [
         f"issue_all for {world['day']} .. {world['day']} + commit: **{issue['total_s']:.3f} s for "
         f"{issue['statements']:,} statements** ({issue['ms_per_statement']:.2f} ms each, ≈ "
         f"{issue['scaled_to_10k_s']:.0f} s per {TARGET_STATEMENTS:,} if it grew with the count; it grows with the "
-        f"period's lines); {issue['lines_total']:,} statement lines in all, at most {issue['lines_max']:,} in one "
-        f"(the utility's: every award of the day); nothing but the row is stored per statement: the statement table "
-        f"is {issue['statement_table_bytes'] / 1e6:,.1f} MB with its indexes, the run lists "
-        f"{issue['runs_json_bytes_total'] / 1e6:,.2f} MB (before: {BEFORE['statement_table_bytes'] / 1e6:,.1f} MB "
-        f"and {BEFORE['runs_json_bytes_total'] / 1e6:,.2f} MB). "
+        f"period's lines); {issue['lines_total']:,} statement lines in all, at most {issue['lines_max']:,} in one; "
+        f"the statement table is {issue['statement_table_bytes'] / 1e6:,.1f} MB with its indexes, the run lists "
+        f"{issue['runs_json_bytes_total'] / 1e6:,.2f} MB{sizes_then}. "
         f"CPU seconds: {issue['cpu_s']}; peak RSS so far {issue['peak_rss_mb']:,.0f} MB.",
         "",
-        *_step_rows(issue["steps"], issue["total_s"], depth=3),
+        *_step_rows(
+            issue["steps"], issue["total_s"], depth=3, before=b_issue["steps"] if "error" not in b_issue else None
+        ),
         "",
     ]
     if "error" in render:
@@ -1587,7 +2012,7 @@ def _statements_section(world: dict[str, Any], issue: dict[str, Any], render: di
     lines += [
         "### Downloading every statement as CSV (`session.get`, `document_of`, `to_csv`)",
         "",
-        f"{csv_measured(render)}. All {render['statements']:,}: **{render['total_s']:.2f} s** "
+        f"{csv_measured(render).capitalize()}. All {render['statements']:,}: **{render['total_s']:.2f} s** "
         f"({render['ms_per_statement']:.1f} ms each, ≈ {render['scaled_to_10k_s']:.0f} s per {TARGET_STATEMENTS:,}); "
         f"wall time of what was measured {render['measured_wall_s']:.1f} s for {render['measured_statements']:,} "
         f"statements; CPU seconds {render['cpu_s']}; peak RSS so far {render['peak_rss_mb']:,.0f} MB.",
@@ -1607,7 +2032,12 @@ def _statements_section(world: dict[str, Any], issue: dict[str, Any], render: di
         "",
         "The utility's download, steps:",
         "",
-        *_step_rows(render["utility_steps"], big["total_s"], depth=3),
+        *_step_rows(
+            render["utility_steps"],
+            big["total_s"],
+            depth=3,
+            before=b_render["utility_steps"] if "error" not in b_render else None,
+        ),
         "",
         f"The {others['measured']:,} other downloads measured, steps (share of their {others['measured_s']:.2f} s):",
         "",
@@ -1627,17 +2057,15 @@ def _statements_section(world: dict[str, Any], issue: dict[str, Any], render: di
 
 
 def markdown(result: dict[str, Any]) -> list[str]:
-    env, world, refs = result["environment"], result["world"], result["references"]
+    env, world = result["environment"], result["world"]
     initial, recon = result["initial"], result["reconciliation"]
     issue, render = result["statements"], result["render"]
-    plain, pk, line_ref = (refs[name]["median_s"] for name in ("plain_table", "pk_only", "settlement_line"))
-    if initial["total_s"] <= TARGET_SETTLE_S:
-        verdict = f"**met** ({initial['total_s']:.2f} s ≤ {TARGET_SETTLE_S:.0f} s)"
-    else:
-        over = initial["total_s"] - TARGET_SETTLE_S
-        verdict = f"**missed** by {over:.2f} s ({initial['total_s'] / TARGET_SETTLE_S:.2f}× the target)"
-    corrections = result["corrections"]
+    before = _before(result)
     untracked = ", ".join(env.get("git_untracked_files", [])) or "none"
+    load = contamination_note(result["other_cores"])
+    if before is not None:
+        then = contamination_note(before["other_cores"])[0].removeprefix("**Warning**: ")
+        load.append(f"The before run ({_when(before['source'].get('run_date'))}): {then[:1].lower()}{then[1:]}")
     return [
         "# Settlement of a day and its statements (PostgreSQL)",
         "",
@@ -1654,303 +2082,174 @@ def markdown(result: dict[str, Any]) -> list[str]:
         "",
         "## Summary",
         "",
-        f"Now against {BEFORE['label']}: the same world (sizes and seed) and the same reference rows, now sorted "
-        "in settlement_line's new primary-key order (run_id, seller_id, offer_id, isp_start), the key the "
-        f"primary-key-only table now has too. {_machine_note(result)} Compare the ratios to the raw COPY references "
-        "measured in the same run as well as the seconds.",
-        "",
-        *_summary_table(result),
-        "",
-        f"- **Initial settlement of {initial['line_count']:,} award-ISPs: {initial['total_s']:.2f} s** "
-        f"(target ≤ {TARGET_SETTLE_S:.0f} s on 2 cores: {verdict}); {initial['entry_count']:,} ledger entries.",
-        f"- Raw COPY of the same {refs['plain_table']['rows']:,} rows (settlement_line shape, pre-rendered text, "
-        f"committed; median of {len(refs['plain_table']['seconds'])}): unindexed plain table **{plain:.2f} s**, "
-        f"the same table with only the primary key {pk:.2f} s, settlement_line itself (primary key + the statement "
-        f"trigger that checks the run once per COPY) **{line_ref:.2f} s**. **Ratio settle / raw COPY: "
-        f"{initial['total_s'] / plain:.1f}× (plain table), "
-        f"{initial['total_s'] / line_ref:.1f}× (settlement_line)** (before: "
-        f"{BEFORE['initial_s'] / BEFORE['references_s']['plain_table']:.1f}× and "
-        f"{BEFORE['initial_s'] / BEFORE['references_s']['settlement_line']:.1f}×).",
-        f"- Reconciliation after correcting {corrections['readings_corrected']:,} readings (1%, "
-        f"{corrections['sites_marked']:,} sites marked): **{recon['total_s']:.2f} s**, "
-        f"{recon['entry_count']:,} adjustment entries posted, {recon['line_count']:,} lines stored again.",
-        *_statements_summary(issue, render),
+        *summary(result),
         "",
         *_settle_section(
-            "## Initial settlement: settle_day(INITIAL) in one transaction + commit", initial, BEFORE["initial_steps"]
+            "## Initial settlement: settle_day(INITIAL) in one transaction + commit",
+            initial,
+            before["initial"] if before else None,
         ),
         "",
         *_settle_section(
-            "## Reconciliation after correcting 1% of the readings", recon, BEFORE["reconciliation_steps"]
+            "## Reconciliation after correcting 1% of the readings",
+            recon,
+            before["reconciliation"] if before else None,
         ),
         "",
-        *_statements_section(world, issue, render),
-        "## What dominates now, and what would bring settle_day to 15 s",
+        *_statements_section(world, issue, render, before),
+        "## What dominates",
         "",
         *result["analysis"],
         "",
-        *contamination_note(result["other_cores"]),
-        f"The previous run's: {BEFORE['other_cores']}.",
+        *load,
     ]
 
 
-def _machine_note(result: dict[str, Any]) -> str:
-    """How much of the change since :data:`BEFORE` the machine explains, from work that did not change."""
-    initial, refs = result["initial"], result["references"]
-    delivery = "settle_day/compute_delivery"
-    reads = [f"{delivery}/_awards", f"{delivery}/_readings", f"{delivery}/_nominations"]
-    reads_before = sum(BEFORE["initial_steps"].get(path, 0.0) for path in reads)
-    reads_now = sum(step_s(initial, path) for path in reads)
-    plain_before, plain_now = BEFORE["references_s"]["plain_table"], refs["plain_table"]["median_s"]
-    quiet = UNKEPT_BEFORE["quiet_initial_s"]
-    return (
-        "The previous run's other-process CPU figures (at the end) did not capture that load, but work that did "
-        f"not change shows it: the raw COPY into the unindexed table took {plain_before:.2f} s then and "
-        f"{plain_now:.2f} s now ({plain_now / plain_before:.2f}×), the reads of awards, readings and nominations "
-        f"{reads_before:.2f} s then and {reads_now:.2f} s now. An earlier run of the code before 79de704 on a quiet "
-        f"machine (not kept) took {quiet:.2f} s for the initial settlement: against that, this run's "
-        f"{initial['total_s']:.2f} s is {initial['total_s'] / quiet:.2f}×, against the loaded "
-        f"{BEFORE['initial_s']:.2f} s {initial['total_s'] / BEFORE['initial_s']:.2f}×."
-    )
+def dominating(part: dict[str, Any], before: dict[str, Any] | None, top: int = TOP_STEPS) -> list[str]:
+    """The steps with the most own time (``self``) on the main thread, which add up to the wall time, with the
+    before run's own time of the same path; then what ran in parallel to them."""
+    steps, total = part["steps"], part["total_s"]
+    parallel = _in_parallel(steps)
+    serial = sorted((s for s in steps if s["path"] not in parallel), key=lambda s: -s["self_s"])
+    then = {s["path"]: s["self_s"] for s in before["steps"]} if before else {}
+    now_paths = {s["path"] for s in steps}
+    listed = [s for s in serial[:top] if s["self_s"] > 0]
 
+    def then_cell(path: str) -> str:
+        if path in then:
+            return f" {then[path]:.3f} |"
+        moved = [p for p in then if _leaf(p) == _leaf(path) and p not in now_paths]
+        return f" {then[moved[0]]:.3f} (at {moved[0]}) |" if len(moved) == 1 else " — |"
 
-def per_10k(seconds: float, statements: int) -> float:
-    return seconds / max(statements, 1) * TARGET_STATEMENTS
-
-
-def _statements_summary(issue: dict[str, Any], render: dict[str, Any]) -> list[str]:
-    if "error" in issue:
-        return [f"- issue_all **failed**: {issue['error']} (peak RSS {issue['peak_rss_mb']:,.0f} MB)."]
+    rows = [
+        f"| {s['path']} | {s['self_s']:.3f} | {100 * s['self_s'] / total:.1f}% |"
+        + (then_cell(s["path"]) if before else "")
+        for s in listed
+    ]
+    own = sum(max(s["self_s"], 0.0) for s in listed)
     lines = [
-        f"- issue_all: **{issue['statements']:,} statements in {issue['total_s']:.2f} s** "
-        f"({issue['ms_per_statement']:.2f} ms each; before {BEFORE['issue_all_s']:.1f} s)."
+        "| step (own time, not in its timed sub-steps) | self (s) | share of total |"
+        + (" before self (s) |" if before else ""),
+        "|---|---|---|" + ("---|" if before else ""),
+        *rows,
+        "",
+        f"These {len(listed)} steps' own time is {own:.2f} s of the {total:.2f} s "
+        f"({100 * own / total:.0f}%); the other {len(serial) - len(listed)} main-thread steps' "
+        f"{sum(max(s['self_s'], 0.0) for s in serial[len(listed) :]):.2f} s.",
     ]
-    if "error" in render:
-        return [*lines, f"- CSV rendering **failed**: {render['error']} (peak RSS {render['peak_rss_mb']:,.0f} MB)."]
-    return [
-        *lines,
-        f"- Downloading every statement as CSV (`document_of` + `to_csv`): **{render['total_s']:.2f} s** "
-        f"({render['ms_per_statement']:.1f} ms each; the utility's alone {render['utility']['total_s']:.1f} s, the "
-        f"others {render['others']['ms_per_statement']:.1f} ms each; {csv_measured(render)}; before "
-        f"{BEFORE['csv_s']:.1f} s, {BEFORE['csv_measured']}).",
-        f"- **Generating {TARGET_STATEMENTS:,} statements as CSV** (issue_all + every download, scaled linearly from "
-        f"{issue['statements']:,}): **≈ {per_10k(issue['total_s'] + render['total_s'], issue['statements']):.0f} s** "
-        f"(before ≈ {per_10k(BEFORE['issue_all_s'] + BEFORE['csv_s'], BEFORE['statements']):.0f} s).",
-    ]
-
-
-def _self_s(part: dict[str, Any], path: str) -> float:
-    return next((s["self_s"] for s in part["steps"] if s["path"] == path), 0.0)
+    for step in _overlapped(steps):
+        children = step["seconds"] - step["self_s"]
+        lines.append(
+            f"`{step['path']}`'s timed sub-steps add up to {children:.2f} s, more than its own {step['seconds']:.2f} s "
+            "of wall time: they overlapped in time, so its `self` is not its own time and the steps under it are "
+            "counted as in parallel here."
+        )
+    side = [s for s in steps if s["path"] in parallel and not any(s["path"].startswith(p + "/") for p in parallel)]
+    if side:
+        listed_side = ", ".join(f"`{s['path']}` {s['seconds']:.2f} s" for s in side)
+        lines.append(f"In parallel with the main thread's steps (wall seconds, not added above): {listed_side}.")
+        for root in sorted({s["path"].split(f"/{SIDE}/")[0] for s in side if _on_side(s["path"])}):
+            main_child = sum(
+                s["seconds"]
+                for s in steps
+                if s["path"].startswith(root + "/") and "/" not in s["path"][len(root) + 1 :]
+            )
+            lines.append(
+                f"`{root}` took {step_s(part, root):.2f} s: {main_child:.2f} s in its main-thread sub-steps, "
+                f"{_self_s(part, root):.2f} s on its own (waiting for the side thread once the main one was done, "
+                "and starting it)."
+            )
+    return lines
 
 
 def analysis(result: dict[str, Any]) -> list[str]:
-    """Measured statements about where the time goes; every figure comes from this run or :data:`BEFORE`."""
-    initial, refs = result["initial"], result["references"]
+    """Where the time goes, generated from the step tables; every figure comes from this run or the before."""
+    before = _before(result)
+    initial, recon, refs = result["initial"], result["reconciliation"], result["references"]
     total = initial["total_s"]
-    top = "settle_day"
-    delivery = f"{top}/compute_delivery"
-    writes = {
-        "delivery_line": step_s(initial, f"{delivery}/_store/copy_in(delivery_line)"),
-        "member_delivery": step_s(initial, f"{delivery}/_store/copy_in(member_delivery)"),
-        "settlement_line": step_s(initial, f"{top}/copy_in(settlement_line)"),
-        "pass_through_share": step_s(initial, f"{top}/copy_in(pass_through_share)"),
-        "journal_entry": step_s(initial, f"{top}/_post_differences/post/_copy_entries"),
+    steps = initial["steps"]
+    parallel = _in_parallel(steps)
+    copies = {
+        s["path"]: s["self_s"]
+        for s in steps
+        if s["path"] not in parallel
+        and (_leaf(s["path"]).startswith("copy_in(") or _leaf(s["path"]) == "_copy_entries")
     }
-    reads = {
-        "awards": step_s(initial, f"{delivery}/_awards"),
-        "sites": step_s(initial, f"{delivery}/_sites"),
-        "readings": step_s(initial, f"{delivery}/_readings"),
-        "nominations": step_s(initial, f"{delivery}/_nominations"),
-    }
-    compute = {
-        "baselines": step_s(initial, f"{delivery}/compute_baselines"),
-        "delivered": step_s(initial, f"{delivery}/_delivered"),
-        "offer lines": step_s(initial, f"{delivery}/_offer_lines"),
-        "content hash (Arrow IPC of all lines)": step_s(initial, f"{delivery}/_store/_content_hash"),
-        "compute_delivery's own code (joins, local time, the settle frame)": _self_s(initial, delivery),
-        "_settle_lines (amounts, select, sort)": step_s(initial, f"{top}/_settle_lines"),
-        "pass-through": step_s(initial, f"{top}/_pass_through"),
-    }
-    ledger = step_s(initial, f"{top}/_post_differences") - writes["journal_entry"]
-    line_ref, plain, pk = (refs[n]["median_s"] for n in ("settlement_line", "plain_table", "pk_only"))
-    line_before, pk_before = (BEFORE["references_s"][n] for n in ("settlement_line", "pk_only"))
-    reads_before = {name: BEFORE["initial_steps"].get(f"{delivery}/_{name}", 0.0) for name in reads}
+    line_copy = next((s for s in steps if _leaf(s["path"]) == "copy_in(settlement_line)"), None)
+    line_ref = refs["settlement_line"]["median_s"]
     cpu = initial["cpu_s"]
-    lower = max(cpu["benchmark"], cpu["postgres"], (cpu["benchmark"] + cpu["postgres"]) / 2)
-    others = cpu["other"] / total
-    if lower > TARGET_SETTLE_S:
-        alone = f"being alone on the machine does not reach {TARGET_SETTLE_S:.0f} s, the work itself has to shrink"
+    cores = int(result["environment"].get("cpu_count") or 2)
+    floor = (cpu["benchmark"] + cpu["postgres"]) / cores
+    lines = [
+        "### The initial settlement's steps by own time",
+        "",
+        *dominating(initial, before["initial"] if before else None),
+        "",
+    ]
+    if total > TARGET_SETTLE_S:
+        gap = total - TARGET_SETTLE_S
+        serial = sorted((s for s in steps if s["path"] not in parallel), key=lambda s: -s["self_s"])
+        alone = [s["path"] for s in serial if s["self_s"] >= gap]
+        lines.append(
+            f"- The target needs {gap:.2f} s less wall time. "
+            + (
+                f"Only {', '.join(f'`{p}`' for p in alone)} has that much own time by itself."
+                if alone
+                else f"No single step has that much own time (the largest: `{serial[0]['path']}` "
+                f"{serial[0]['self_s']:.2f} s), so it takes several of them."
+            )
+        )
     else:
-        alone = f"so {TARGET_SETTLE_S:.0f} s is within reach of the overlap alone"
-    if others <= NOISY_CORES:
-        alone += " (this run had the machine almost to itself)"
-
-    def listed(parts: dict[str, float]) -> str:
-        return ", ".join(f"{name} {seconds:.2f} s" for name, seconds in parts.items())
-
-    def share(parts: dict[str, float] | float) -> str:
-        seconds = sum(parts.values()) if isinstance(parts, dict) else parts
-        return f"**{seconds:.2f} s = {100 * seconds / total:.0f}%**"
-
+        lines.append(f"- The target is met with {TARGET_SETTLE_S - total:.2f} s to spare.")
+    if copies:
+        lines.append(
+            f"- COPY into tables (`copy_in`, the ledger's `_copy_entries`): {sum(copies.values()):.2f} s = "
+            f"{100 * sum(copies.values()) / total:.0f}% of the initial settlement ("
+            + ", ".join(f"{_leaf(p)} {s:.2f} s" for p, s in copies.items())
+            + ")."
+        )
+    if line_copy is not None and line_ref > 0:
+        rendering = initial["copy_in_client_rendering_s"].get("settlement_line")
+        lines.append(
+            f"- `copy_in(settlement_line)` took {line_copy['seconds']:.2f} s, {line_copy['seconds'] / line_ref:.2f}× "
+            f"the raw COPY of as many pre-rendered rows into settlement_line in this run ({line_ref:.2f} s)"
+            + (
+                f"; copy_in's client-side text rendering alone (measured apart, no I/O) is {rendering:.2f} s"
+                if rendering
+                else ""
+            )
+            + "."
+        )
+    lines.append(
+        f"- CPU: this process {cpu['benchmark']:.1f} s and PostgreSQL {cpu['postgres']:.1f} s in {total:.1f} s of wall "
+        f"time, while other processes used {cpu['other'] / total:.2f} of the {cores} cores on average. That CPU "
+        f"time needs at least {floor:.1f} s of wall time on {cores} cores (all of them busy throughout): "
+        + (
+            f"more than the {TARGET_SETTLE_S:.0f} s target, so even alone on the machine this work cannot meet it; "
+            "the work itself has to shrink."
+            if floor > TARGET_SETTLE_S
+            else f"below the {TARGET_SETTLE_S:.0f} s target, so this bound does not rule the target out (a bound "
+            f"only: the run kept {(cpu['benchmark'] + cpu['postgres']) / total:.2f} of the {cores} cores busy on "
+            "average)."
+        )
+    )
     return [
-        "### settle_day",
+        *lines,
         "",
-        f"- Writing rows (COPY through `copy_in` / the ledger's COPY): {share(writes)} of the initial run "
-        f"({listed(writes)}). The raw COPY of the same number of pre-rendered rows into settlement_line takes "
-        f"{line_ref:.2f} s ({plain:.2f} s into an unindexed table, {pk:.2f} s with only the primary key (run_id, "
-        f"seller_id, offer_id, isp_start)), so the statement trigger that checks the run once per COPY costs "
-        f"{line_ref - pk:.2f} s of it and the primary key {pk - plain:.2f} s. In the previous run, with the key "
-        f"(run_id, offer_id, isp_start), a separate seller index and a per-row foreign key to settlement_run, the "
-        f"same reference took {line_before:.2f} s, {line_before - pk_before:.2f} s above its primary-key-only "
-        f"table ({pk_before:.2f} s); measured when that change (79de704) was made: "
-        f"{UNKEPT_BEFORE['settlement_line_reference_s']:.2f} s before it. copy_in's client-side text rendering "
-        f"alone: {initial['copy_in_client_rendering_s']}.",
-        f"- Reading inputs: {share(reads)} ({listed(reads)}); the same queries as in the previous run "
-        f"({listed(reads_before)} there, on the loaded machine).",
-        f"- Polars and Python computation: {share(compute)} ({listed(compute)}).",
-        f"- Ledger posting (`_post_differences` without its COPY, {initial['entry_count']:,} entries): "
-        f"{share(ledger)}; the audit record: {step_s(initial, f'{top}/record'):.3f} s.",
-        f"- CPU: this process {cpu['benchmark']:.1f} s and PostgreSQL {cpu['postgres']:.1f} s in {total:.1f} s of "
-        f"wall time, while other processes used {others:.2f} of the 2 cores on average. The run is mostly "
-        "sequential (Python computes, then the server writes), so on an idle machine it would still take between "
-        f"{lower:.0f} s (client and server perfectly overlapped on the 2 cores) and "
-        f"{cpu['benchmark'] + cpu['postgres']:.0f} s (strictly serial): {alone}.",
+        "### The reconciliation's steps by own time",
         "",
-        *road_to_target(result),
+        *dominating(recon, before["reconciliation"] if before else None, top=5),
         "",
         *statements_analysis(result),
     ]
 
 
-def _then_now(initial: dict[str, Any], path: str) -> str:
-    """A step's seconds in :data:`BEFORE`'s initial settlement and in this one."""
-    return f"{BEFORE['initial_steps'].get(path, 0.0):.2f} → {step_s(initial, path):.2f} s"
-
-
-def road_to_target(result: dict[str, Any]) -> list[str]:
-    """What changed since :data:`BEFORE` (each step's seconds then and now), then the changes that would bring the
-    initial settlement towards the target, each with the seconds this run measured for the part it removes (a
-    step's time, or a difference of two measurements)."""
-    initial, recon, refs = result["initial"], result["reconciliation"], result["references"]
-    total = initial["total_s"]
-    top, delivery = "settle_day", "settle_day/compute_delivery"
-    accounts = f"{top}/_post_differences/accounts_for"
-    line_ref, plain, pk = (refs[n]["median_s"] for n in ("settlement_line", "plain_table", "pk_only"))
-    work_mem = result["environment"].get("postgres_settings", {}).get("work_mem", "?")
-    utility_plan = result["render"].get("explain_lines_query", {}).get("utility", [])
-    spills = any("temp written" in line for line in utility_plan)
-    offer_lines_before = BEFORE["initial_steps"].get(f"{delivery}/_offer_lines", 0.0)
-    offer_lines_trend = "slower" if step_s(initial, f"{delivery}/_offer_lines") > offer_lines_before else "faster"
-    done = [
-        "Done since the previous run (its initial settlement's seconds → this run's; the previous run's machine was "
-        "slower, see the summary):",
-        "",
-        "- 79de704: no per-row foreign key on delivery_line, member_delivery and settlement_line (a statement "
-        "trigger with a transition table checks the parent once per COPY; parents are never deleted, lines are "
-        "append-only), and settlement_line keyed (run_id, seller_id, offer_id, isp_start) instead of (run_id, "
-        "offer_id, isp_start) plus a seller index. Raw COPY reference into settlement_line "
-        f"{BEFORE['references_s']['settlement_line']:.2f} → {line_ref:.2f} s "
-        f"({UNKEPT_BEFORE['settlement_line_reference_s']:.2f} s before the change as measured for it); "
-        f"copy_in(settlement_line) {_then_now(initial, f'{top}/copy_in(settlement_line)')}, copy_in(delivery_line) "
-        f"{_then_now(initial, f'{delivery}/_store/copy_in(delivery_line)')}, copy_in(member_delivery) "
-        f"{_then_now(initial, f'{delivery}/_store/copy_in(member_delivery)')}.",
-        "- dd863dd: `_delivered` runs its window functions only on stacked awards "
-        f"({_then_now(initial, f'{delivery}/_delivered')}); `_content_hash` hashes Arrow IPC instead of CSV "
-        f"({_then_now(initial, f'{delivery}/_store/_content_hash')}). It also split `_offer_lines` into site and "
-        "portfolio offers, which measured slower (1.04 s at dd863dd) and was taken back: "
-        f"`_offer_lines` {_then_now(initial, f'{delivery}/_offer_lines')} ({offer_lines_trend} in this run).",
-        "- b1cd242: `_excluded_days` reads one span per awarded offer instead of one row per award ISP "
-        f"({_then_now(initial, f'{delivery}/_excluded_days')}).",
-    ]
-    items = [
-        (
-            "Write every award once: `delivery_line` and `settlement_line` hold the same 960k keys; store baseline, "
-            "actual, status and direction in settlement_line (or the amounts in delivery_line). The statements' "
-            "lines query then also loses its 1M-row join with delivery_line"
-            + (f" (it spills to disk at `work_mem` {work_mem}, see the plan)" if spills else "")
-            + ". settlement_line's COPY gets wider, so part of this saving comes back.",
-            step_s(initial, f"{delivery}/_store/copy_in(delivery_line)"),
-            "copy_in(delivery_line)",
-        ),
-        (
-            "Keep member deliveries per member and day (what pass-through and the statements use), not per ISP "
-            "(96× fewer rows), or write them only for portfolios with a positive net.",
-            step_s(initial, f"{delivery}/_store/copy_in(member_delivery)"),
-            "copy_in(member_delivery)",
-        ),
-        (
-            "Create a participant's ledger account when it registers, not in its first settlement: this world's "
-            "initial run creates every participant's account in `accounts_for`; the reconciliation, which finds "
-            f"them, took {step_s(recon, accounts):.2f} s there. Only the first settlement a participant appears in "
-            "pays this, so a fresh world like this one overstates the everyday cost.",
-            max(0.0, step_s(initial, accounts) - step_s(recon, accounts)),
-            "accounts_for, initial − reconciliation",
-        ),
-    ]
-    rows, remaining = [], total
-    for text_, seconds, measured in items:
-        remaining -= seconds
-        rows.append(f"| {text_} | {measured} | −{seconds:.1f} | {remaining:.1f} |")
-    if remaining <= TARGET_SETTLE_S:
-        verdict = (
-            f"That leaves ≈ {remaining:.1f} s, {TARGET_SETTLE_S - remaining:.1f} s under the target only if every "
-            "saving is realised in full and the replacements cost nothing; so these changes make "
-            f"{TARGET_SETTLE_S:.0f} s possible, not certain."
-        )
-    else:
-        verdict = f"That leaves ≈ {remaining:.1f} s: still {remaining - TARGET_SETTLE_S:.1f} s over the target."
-    reads = [step_s(initial, f"{delivery}/{name}") for name in ("_awards", "_readings", "_nominations")]
-    cpu = initial["cpu_s"]
-    others = cpu["other"] / total
-    own_per_wall = (cpu["benchmark"] + cpu["postgres"]) / total
-    if others <= NOISY_CORES:
-        machine = (
-            f"This run had the machine almost to itself (other processes used {others:.2f} of the 2 cores), so "
-            "these are idle-machine seconds."
-        )
-    else:
-        machine = (
-            f"Pro rata to this run's own CPU (this process and PostgreSQL used {own_per_wall:.2f} CPU-seconds per "
-            f"wall second while other processes took {others:.1f} of the 2 cores), that is ≈ "
-            f"{remaining * own_per_wall:.0f} CPU-seconds: on an idle machine between ≈ "
-            f"{remaining * own_per_wall / 2:.0f} s (client and server fully overlapped) and ≈ "
-            f"{remaining * own_per_wall:.0f} s (serial)."
-        )
-    rendering = initial["copy_in_client_rendering_s"].get("settlement_line", 0.0)
-    return [
-        "### What would bring settle_day to 15 s",
-        "",
-        f"The initial settlement took {total:.2f} s, "
-        + (
-            f"{total - TARGET_SETTLE_S:.2f} s over the {TARGET_SETTLE_S:.0f} s target."
-            if total > TARGET_SETTLE_S
-            else f"within the {TARGET_SETTLE_S:.0f} s target."
-        ),
-        "",
-        *done,
-        "",
-        f"What would still close the gap, starting from this run's {total:.1f} s (each saving is what this run "
-        "measured for the part removed):",
-        "",
-        "| change | measured as | seconds | left |",
-        "|---|---|---|---|",
-        *rows,
-        "",
-        f"{verdict} The biggest parts left after them (this run's seconds): the reads of awards, readings and "
-        f"nominations ({reads[0]:.2f} + {reads[1]:.2f} + {reads[2]:.2f} = {sum(reads):.2f} s); the COPY into "
-        f"settlement_line ({step_s(initial, f'{top}/copy_in(settlement_line)'):.2f} s, near its raw reference of "
-        f"{line_ref:.2f} s: {pk:.2f} s with only the primary key, {plain:.2f} s unindexed; {rendering:.2f} s of it "
-        "is copy_in's client-side text rendering); Polars work (delivered "
-        f"{step_s(initial, f'{delivery}/_delivered'):.2f} s, offer lines "
-        f"{step_s(initial, f'{delivery}/_offer_lines'):.2f} s, content hash "
-        f"{step_s(initial, f'{delivery}/_store/_content_hash'):.2f} s, compute_delivery's own "
-        f"{_self_s(initial, delivery):.2f} s) and the ledger (`_post_differences` "
-        f"{step_s(initial, f'{top}/_post_differences'):.2f} s, `accounts_for`'s {step_s(initial, accounts):.2f} s "
-        f"included). {machine} Not measured here, so not counted above: reading each offer's site, "
-        "portfolio and utility once (10k rows) and joining them in Polars instead of three more UUID columns on each "
-        "of the 960k award rows; reading readings and nominations on a second connection (same exported snapshot) "
-        "while the awards are parsed; COPY into settlement_line in binary format instead of text.",
-    ]
+def _calls(part: dict[str, Any], path: str) -> str:
+    """A step's calls and its longest call, as words."""
+    step = next((s for s in part["steps"] if s["path"] == path), None)
+    if step is None:
+        return f"no `{_leaf(path)}`"
+    return f"{step['calls']:,} `{_leaf(path)}` calls, the longest {step['longest_call_s']:.2f} s"
 
 
 def _plan_figure(plan: list[str], label: str) -> str:
@@ -1958,79 +2257,64 @@ def _plan_figure(plan: list[str], label: str) -> str:
     return next((line.split(":")[1].strip() for line in plan if line.startswith(label)), "?")
 
 
+def _plan_scan(plan: list[str], table: str) -> str:
+    """The plan node that reads ``table`` ("?" if none)."""
+    return next((line.strip().lstrip("-> ").split("  (")[0] for line in plan if f" on {table} " in line + " "), "?")
+
+
 def statements_analysis(result: dict[str, Any]) -> list[str]:
     issue, render = result["statements"], result["render"]
     if "error" in issue or "error" in render:
         return [f"- Statements failed: {issue.get('error') or render.get('error')}."]
-    read = step_s(issue, "issue_all/load_period")
-    many_self = _self_s(issue, "issue_all/_issue_many")
+    before = _before(result)
+    b_issue = _before_part(before, "statements")
+    b_render = _before_part(before, "render")
+    biggest = max(issue["steps"], key=lambda s: s["self_s"])
     big, others = render["utility"], render["others"]
     household = others["by_role"].get("household", {})
     household_plan = render["explain_lines_query"].get("household", [])
     utility_plan = render["explain_lines_query"].get("utility", [])
     work_mem = result["environment"].get("postgres_settings", {}).get("work_mem", "?")
     spill = (
-        f"; its hash join with delivery_line spills to temp files at `work_mem` {work_mem}"
+        f"; it writes temporary files at `work_mem` {work_mem}"
         if any("temp written" in line for line in utility_plan)
         else ""
     )
-    utility_scan = next(
-        (line.strip().lstrip("-> ").split("  (")[0] for line in utility_plan if "on settlement_line sl" in line), "?"
-    )
-    household_scan = next(
-        (line.strip().lstrip("-> ").split("  (")[0] for line in household_plan if "on settlement_line sl" in line), "?"
-    )
-    by_key = (
-        " (settlement_line's primary key (run_id, seller_id, offer_id, isp_start) serves a seller's lines of a run)"
-        if "pk_settlement_line" in household_scan
-        else ""
-    )
-    utility_read = step_s({"steps": render["utility_steps"]}, "document_of/load_period")
-    utility_build = step_s({"steps": render["utility_steps"]}, "document_of/build_document")
-    sample_read = step_s(render, "document_of/load_period")
+    utility_steps = {"steps": render["utility_steps"]}
     queries = next((s["calls"] for s in render["steps"] if s["path"] == "document_of/load_period/read_frame"), 0)
     per_query_ms = 1000 * step_s(render, "document_of/load_period/read_frame") / max(queries, 1)
+    issue_then = f" (before {b_issue['total_s']:.2f} s)" if "error" not in b_issue else ""
+    utility_then = f" (before {b_render['utility']['total_s']:.2f} s)" if "error" not in b_render else ""
     return [
         "### Statements",
         "",
-        f"- issue_all: {issue['total_s']:.1f} s (before {BEFORE['issue_all_s']:.1f} s). `load_period` reads every "
-        f"line of the period with its delivery, offer, site and portfolio ({issue['lines_max']:,} rows, 19 columns): "
-        f"{read:.1f} s, though the statement job needs only the amounts per seller and utility "
-        f"(`due_per_participant`, {step_s(issue, 'issue_all/_issue_many/due_per_participant'):.1f} s). The same query "
-        f"for the utility's download executes in {_plan_figure(utility_plan, 'Execution Time')} on the server "
-        f"(EXPLAIN ANALYZE, without producing text{spill}). A separate check at scale "
-        "0.3 (288k lines, not in these files) split `read_frame` into about a third each: the query's execution, "
-        "producing and sending the rows as text (COPY TO), and parsing and converting them in Polars (11 decimal "
-        "columns). A `GROUP BY` in SQL over "
-        "settlement_line alone (seller_id, utility_id, Σ amounts, count) returns ~9,000 rows. `_issue_many`'s own "
-        f"{many_self:.1f} s is the ORM making and flushing {issue['statements']:,} `Statement` objects; one "
-        "`insert(Statement)` with a list of dicts (or COPY) is a fraction of that.",
-        "- Downloads: `document_of` reads a statement's lines by one column, `sl.seller_id = :p` (`sl.utility_id = "
-        f":p` for a utility, which has no index: `{utility_scan}` in the utility's plan, as this world's one utility "
-        "has every line). The household "
-        f"plan is `{household_scan}`{by_key}, executing in {_plan_figure(household_plan, 'Execution Time')} on the "
-        f"server after {_plan_figure(household_plan, 'Planning Time')} of planning. Households take "
-        f"{household.get('mean_total_ms', 0.0):.1f} ms each: of the sample's {others['measured_s']:.2f} s, "
-        f"`load_period` is {sample_read:.2f} s ({queries:,} `read_frame` queries, {per_query_ms:.1f} ms each: "
-        f"lines, pass-through shares, runs), `build_document` {step_s(render, 'document_of/build_document'):.2f} s, "
-        f"`to_csv` {step_s(render, 'to_csv'):.2f} s, the row {step_s(render, 'get'):.2f} s. So a small statement's "
-        "time is a fixed cost per query and per document, not the rows it reads; fewer queries per statement (the "
-        "runs are the same for every statement of a period) and rendering straight from the frame would cut it "
-        f"(not measured here). At the sample's cost all {others['population']:,} take ≈ "
-        f"{others['all_s'] / 60:.1f} min.",
-        f"- The utility's download: {big['total_s']:.1f} s (before {BEFORE['csv_utility_s']:.1f} s): `load_period` "
-        f"{utility_read:.1f} s, `build_document` {utility_build:.1f} s ({big['lines']:,} "
-        f"`StatementLine`s of Decimals), `to_csv` {big['csv_s']:.1f} s. Rendering the CSV straight from the Polars "
-        "frame (the exact micro-to-text expressions `copy_in` uses, `write_csv`) skips both Python passes; and a "
-        "utility statement that lists every award of a month (30× this) should be aggregated (per congestion "
-        "point and ISP, or per order and day) with the detail left in settlement_line.",
+        f"- issue_all: {issue['total_s']:.2f} s{issue_then}; its step with the most own time is `{biggest['path']}`, "
+        f"{biggest['self_s']:.2f} s ({100 * biggest['self_s'] / issue['total_s']:.0f}%). `load_period` "
+        f"{step_s(issue, 'issue_all/load_period'):.2f} s ({_calls(issue, 'issue_all/load_period/read_frame')}); "
+        f"`due_per_participant` {step_s(issue, 'issue_all/_issue_many/due_per_participant'):.2f} s; `_issue_many`'s "
+        f"own time {_self_s(issue, 'issue_all/_issue_many'):.2f} s for {issue['statements']:,} statements.",
+        f"- The lines query `document_of` runs: for the utility (`{_plan_scan(utility_plan, 'settlement_line')}`) "
+        f"it executes in {_plan_figure(utility_plan, 'Execution Time')} on the server{spill}; for a household "
+        f"(`{_plan_scan(household_plan, 'settlement_line')}`) in {_plan_figure(household_plan, 'Execution Time')} "
+        f"after {_plan_figure(household_plan, 'Planning Time')} of planning (EXPLAIN ANALYZE, without sending rows). "
+        f"In the sample, a `read_frame` call ({queries:,} of them, {queries / max(others['measured'], 1):.0f} per "
+        f"statement) took {per_query_ms:.1f} ms on average, and households {household.get('mean_total_ms', 0.0):.1f} "
+        f"ms per download: `load_period` {step_s(render, 'document_of/load_period'):.2f} s, `build_document` "
+        f"{step_s(render, 'document_of/build_document'):.2f} s, `to_csv` {step_s(render, 'to_csv'):.2f} s and the "
+        f"row {step_s(render, 'get'):.2f} s of the sample's {others['measured_s']:.2f} s.",
+        f"- The utility's download: {big['total_s']:.2f} s{utility_then}: `load_period` "
+        f"{step_s(utility_steps, 'document_of/load_period'):.2f} s, `build_document` "
+        f"{step_s(utility_steps, 'document_of/build_document'):.2f} s ({big['lines']:,} lines), `to_csv` "
+        f"{big['csv_s']:.2f} s.",
     ]
 
 
-def from_saved(path: str) -> None:
-    """Rebuild the Markdown report (and the analysis) from a saved results JSON."""
+def from_saved(path: str, before_rev: str | None) -> None:
+    """Rebuild the Markdown report (and the analysis) from a saved results JSON, with the before of
+    :func:`attach_before`."""
     with open(path) as source:
         result = json.load(source)
+    attach_before(result, before_rev)
     result["analysis"] = analysis(result)
     json_path, md_path = write_results(NAME, result, markdown(result))
     say(f"wrote {json_path} and {md_path}")
@@ -2053,7 +2337,7 @@ def limit_memory(gigabytes: float) -> None:
 def main() -> None:
     args = parse_args()
     if args.from_json:
-        from_saved(args.from_json)
+        from_saved(args.from_json, args.before_rev)
         return
     limit_memory(args.memory_limit_gb)
     mix = Mix.of(args)
@@ -2133,7 +2417,9 @@ def main() -> None:
         "statements": issued,
         "render": rendered,
         "other_cores": {k: round(v, 2) for k, v in other_cores.items()},
+        "reference_columns": list(LINE_COLUMNS),
     }
+    attach_before(result, args.before_rev or "HEAD")
     result["analysis"] = analysis(result)
     json_path, md_path = write_results(NAME, result, markdown(result))
     say(md_path.read_text())

@@ -14,18 +14,14 @@ from __future__ import annotations
 
 import io
 import uuid
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any
 
 import polars as pl
 from sqlalchemy import text
 from sqlalchemy.orm import Session
-
-A = TypeVar("A")
-B = TypeVar("B")
 
 MICRO = 1_000_000
 """Decimals in frames are integer millionths: ExactDecimal's 6 places."""
@@ -109,42 +105,6 @@ def copy_in(session: Session, table: str, frame: pl.DataFrame, *, micro_columns:
     for offset in range(0, out.height, _CHUNK_ROWS):
         session.execute(statement, out.slice(offset, _CHUNK_ROWS).to_dicts())
     return frame.height
-
-
-def read_side_by_side(session: Session, side: Callable[[Session], A], main: Callable[[Session], B]) -> tuple[A, B]:
-    """``side(...)`` and ``main(session)`` at the same time, on two connections that see the same data.
-
-    On PostgreSQL, ``side`` runs in a worker thread on a second connection whose read-only
-    REPEATABLE READ transaction imports a snapshot exported by ``session``'s transaction
-    (``pg_export_snapshot``): it reads what was committed when this call began, as ``session``'s
-    own next statement would, while the server renders one result and this process parses the
-    other (COPY text parsing and Polars release the GIL). ``main`` reads under ``session``'s own
-    isolation level (under READ COMMITTED, each statement sees what was committed when it began,
-    as sequential reads would). The side transaction never sees what ``session`` wrote but did not
-    commit, so both callables must read committed data only. On SQLite both run in turn on ``session``.
-    """
-    if not is_postgres(session):
-        return side(session), main(session)
-    snapshot = session.execute(text("SELECT pg_export_snapshot()")).scalar_one()
-    engine = session.get_bind().engine
-
-    def run_side() -> A:
-        with engine.connect().execution_options(isolation_level="REPEATABLE READ") as connection:
-            connection.exec_driver_sql("SET TRANSACTION READ ONLY")
-            connection.exec_driver_sql(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
-            with Session(bind=connection) as reader:
-                try:
-                    return side(reader)
-                finally:
-                    connection.rollback()
-
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="side-read") as pool:
-        pending = pool.submit(run_side)
-        try:
-            ours = main(session)
-        finally:
-            theirs = pending.result()  # joins the side read even if ours failed (the snapshot must outlive it)
-    return theirs, ours
 
 
 def read_frame(

@@ -40,7 +40,7 @@ from sqlalchemy.orm import Session
 
 from market.auth.principal import Principal
 from market.clearing.models import ClearingRun
-from market.core.bulk import copy_in, is_postgres, read_frame, read_side_by_side
+from market.core.bulk import copy_in, is_postgres, read_frame
 from market.core.errors import NotFound
 from market.grid.models import CongestionPoint
 from market.markets.models import Market
@@ -317,12 +317,9 @@ def compute_delivery(session: Session, market: Market, day: date, clearing: Clea
         (m.params.max_lookback_days for m in site_methods.values() if m.method in LIKE_DAY_METHODS), default=0
     )
     history_start = clock.day_bounds(day - timedelta(days=lookback))[0]
-    # The three large reads (about a million rows each for 10,000 awards) on two connections at once.
-    (awards, nominations), readings = read_side_by_side(
-        session,
-        lambda side: (_awards(side, clearing), _nominations(side, market, sites, day_start, day_end)),
-        lambda main: _readings(main, clearing, history_start, day_end),
-    )
+    awards = _awards(session, clearing)
+    readings = _readings(session, clearing, history_start, day_end)
+    nominations = _nominations(session, market, sites, day_start, day_end)
     per_isp_kw = 60 // market.isp_minutes
     history = (
         _local(readings.join(sites.select("resource", site_id="id"), on="site_id"), "isp_start", market)
@@ -525,13 +522,15 @@ def _offer_lines(
 
 
 def _content_hash(lines: pl.DataFrame, member_lines: pl.DataFrame) -> str:
-    """SHA-256 of both frames in Arrow IPC (uncompressed, one chunk): the exact values and types, about
-    3x faster than hashing them as CSV. A Polars upgrade that changed the bytes would only make the next
-    computation a new version with the same content."""
+    """SHA-256 of both frames as CSV: a canonical text of the values, equal for equal frames however
+    they were built. (Arrow IPC, tried for speed, is not: equal frames gave different bytes from
+    string-view buffers and the values under null slots, so an unchanged day looked changed.) The
+    frames hold only integers, strings and instants, so their CSV is exact. A Polars upgrade that
+    changed the text would only make the next computation a new version with the same content."""
     digest = hashlib.sha256()
     for frame in (lines, member_lines):
         buffer = io.BytesIO()
-        frame.rechunk().write_ipc(buffer, compression="uncompressed")
+        frame.write_csv(buffer)
         digest.update(buffer.getvalue())
     return digest.hexdigest()
 

@@ -117,6 +117,18 @@ def test_missing_readings_count_as_not_delivered(client: TestClient[Litestar], d
     [line] = client.get(f"/api/v1/flex-offers/{portfolio_offer}/delivery", headers=w.aggregator.headers).json()
     # Member B's ISP is unverifiable: it delivered 0; the portfolio line says so and sums what is known.
     assert (line["status"], line["delivered_kw"], line["actual_kw"]) == ("missing_readings", "180", None)
+    # Unchanged inputs, the same computation: the content hash is canonical (equal frames, equal hash),
+    # also with mixed statuses and null actuals (an Arrow IPC hash was not, and made a new version each time).
+    for _ in range(3):
+        again = client.post(
+            f"/api/v1/markets/{w.market.id}/deliveries", headers=w.operator.headers, json={"day": sw.day.isoformat()}
+        )
+        assert again.status_code in (200, 201), again.text
+        assert again.json()["version"] == 1
+    listed = client.get(
+        f"/api/v1/markets/{w.market.id}/deliveries", headers=w.operator.headers, params={"day": sw.day.isoformat()}
+    )
+    assert [c["version"] for c in listed.json()] == [1]
 
 
 def test_too_little_history_means_no_baseline(client: TestClient[Litestar], db: Session) -> None:
