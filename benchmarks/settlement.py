@@ -129,7 +129,7 @@ PLAIN_TABLE = "bench_settlement_line_plain"
 PK_TABLE = "bench_settlement_line_pk"
 REFERENCE_TABLES = {"plain_table": PLAIN_TABLE, "pk_only": PK_TABLE, "settlement_line": "settlement_line"}
 RENDERED_TABLES = {
-    "settlement_line": runs_service._LINE_MICRO,
+    "settlement_line": (),  # BIGINT millionths since migration 0011: no decimal text to render
     "member_delivery": ("baseline_kw", "actual_kw", "delivered_kw"),
 }
 MICRO = 1_000_000
@@ -911,11 +911,8 @@ def reference_rows(world: World, run_id: uuid.UUID) -> list[bytes]:
     ).with_columns(net=pl.col("utilisation") - pl.col("fee"))
     # settlement_line's primary-key order (run_id is constant), as settle_day writes its lines
     frame = frame.sort("seller_id", "offer_id", "isp_start")
-    money = (
-        "ordered_kw", "baseline_kw", "actual_kw", "delivered_kw", "shortfall_kw", "price_per_mwh", "utilisation",
-        "penalty", "availability",
-    )  # fmt: skip
-    text = frame.with_columns(*[_micro_text(c) for c in (*money, "fee", "net")]).select(LINE_COLUMNS)
+    # settlement_line's kW, prices and amounts are BIGINT millionths (migration 0011): written as integers.
+    text = frame.select(LINE_COLUMNS)
     chunks = []
     for offset in range(0, text.height, CHUNK_ROWS):
         buffer = io.BytesIO()

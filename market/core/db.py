@@ -91,6 +91,42 @@ class ExactDecimal(TypeDecorator[Decimal]):
         return canonical(Decimal(value))
 
 
+class ScaledDecimal(ExactDecimal):
+    """A ``Decimal`` stored as the integer count of ``10**-scale`` units (BIGINT) on every backend:
+    what :class:`ExactDecimal` stores on SQLite, now on PostgreSQL too. For the million-row line
+    tables: COPY moves plain integers (PostgreSQL parses BIGINT about a quarter faster than
+    NUMERIC(20, 6), measured on settlement_line's shape, and nothing is rendered as decimal text),
+    and ``SUM`` stays exact. The range is ±9.2e12 at 6 places; the same checks as ExactDecimal apply
+    (more places than ``scale``, non-finite or out of range: refused, never rounded). A reader of the
+    raw table divides by ``10**scale``."""
+
+    cache_ok = True
+
+    def __repr__(self) -> str:
+        return f"ScaledDecimal({self.precision}, {self.scale})"
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        return dialect.type_descriptor(BigInteger())
+
+    def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        value = Decimal(value)
+        if not value.is_finite():
+            raise ValueError(f"{value} is not a finite amount")
+        if decimal_places(value) > self.scale:
+            raise ValueError(f"{value} has more than {self.scale} decimal places")
+        scaled = int(value.scaleb(self.scale, context=_EXACT))
+        if not SQLITE_MIN <= scaled <= SQLITE_MAX:
+            raise ValueError(f"{value} is outside the range of a 64-bit count of units (±{SQLITE_MAX_VALUE})")
+        return scaled
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
+        if value is None:
+            return None
+        return canonical(Decimal(int(value)).scaleb(-self.scale))
+
+
 def str_enum(kind: type[StrEnum], name: str, length: int = 24) -> Enum:
     """A string enum column: plain VARCHAR with a CHECK constraint on both backends (no PostgreSQL
     enum type, so adding a member is an ordinary migration)."""

@@ -17,7 +17,7 @@ from advanced_alchemy.types import DateTimeUTC
 from sqlalchemy import JSON, CheckConstraint, Date, ForeignKey, Index, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from market.core.db import Base, ExactDecimal, IdMixin, str_enum, utcnow
+from market.core.db import Base, ExactDecimal, IdMixin, ScaledDecimal, str_enum, utcnow
 from settlement.delivery.models import DeliveryStatus
 
 
@@ -112,22 +112,23 @@ class SettlementLine(Base):
     isp_start: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), primary_key=True)
     # No index: a market has few utilities, so one would cost every COPY and select almost nothing.
     utility_id: Mapped[uuid.UUID]
-    ordered_kw: Mapped[Decimal] = mapped_column(ExactDecimal(20, 6))
+    # kW, prices and money as BIGINT millionths (ScaledDecimal, migration 0011): a run COPYs a million lines.
+    ordered_kw: Mapped[Decimal] = mapped_column(ScaledDecimal(20, 6))
     # The award's delivery, as the run's delivery computation found it (migration 0010: an award is
     # written once per run; a computation made by the run itself writes no delivery_line rows).
-    baseline_kw: Mapped[Decimal | None] = mapped_column(ExactDecimal(20, 6))
-    actual_kw: Mapped[Decimal | None] = mapped_column(ExactDecimal(20, 6))
+    baseline_kw: Mapped[Decimal | None] = mapped_column(ScaledDecimal(20, 6))
+    actual_kw: Mapped[Decimal | None] = mapped_column(ScaledDecimal(20, 6))
     status: Mapped[DeliveryStatus] = mapped_column(str_enum(DeliveryStatus, "delivery_status", 20))
     method: Mapped[str] = mapped_column(String(32))
     method_version: Mapped[int]
-    delivered_kw: Mapped[Decimal] = mapped_column(ExactDecimal(20, 6))
-    shortfall_kw: Mapped[Decimal] = mapped_column(ExactDecimal(20, 6))
-    price_per_mwh: Mapped[Decimal] = mapped_column(ExactDecimal(20, 6))
-    utilisation: Mapped[Decimal] = mapped_column(ExactDecimal(20, 6))
-    penalty: Mapped[Decimal] = mapped_column(ExactDecimal(20, 6))
-    availability: Mapped[Decimal] = mapped_column(ExactDecimal(20, 6))
-    fee: Mapped[Decimal] = mapped_column(ExactDecimal(20, 6))
-    net: Mapped[Decimal] = mapped_column(ExactDecimal(20, 6))
+    delivered_kw: Mapped[Decimal] = mapped_column(ScaledDecimal(20, 6))
+    shortfall_kw: Mapped[Decimal] = mapped_column(ScaledDecimal(20, 6))
+    price_per_mwh: Mapped[Decimal] = mapped_column(ScaledDecimal(20, 6))
+    utilisation: Mapped[Decimal] = mapped_column(ScaledDecimal(20, 6))
+    penalty: Mapped[Decimal] = mapped_column(ScaledDecimal(20, 6))
+    availability: Mapped[Decimal] = mapped_column(ScaledDecimal(20, 6))
+    fee: Mapped[Decimal] = mapped_column(ScaledDecimal(20, 6))
+    net: Mapped[Decimal] = mapped_column(ScaledDecimal(20, 6))
 
 
 class PassThroughShare(Base):

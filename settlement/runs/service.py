@@ -208,7 +208,8 @@ def settle_day(
 
     lines = _settle_lines(market, delivery, terms)
     shares = _pass_through(market, run, delivery, lines, terms)
-    run.line_count = copy_in(session, SettlementLine.__tablename__, _line_rows(run, lines), micro_columns=_LINE_MICRO)
+    # settlement_line's kW, prices and amounts are BIGINT millionths (ScaledDecimal): the Int64 columns as they are.
+    run.line_count = copy_in(session, SettlementLine.__tablename__, _line_rows(run, lines))
     copy_in(session, PassThroughShare.__tablename__, shares, micro_columns=("delivered_kwh", "share"))
     run.entry_count = _post_differences(session, market, run, lines, shares, terms)
     totals = lines.select(
@@ -224,21 +225,6 @@ def settle_day(
     # The run as committed (done, with its totals), in the same transaction.
     audit.record(session, "settlement.run", "settlement_run", run.id, after=audit.snapshot(run), actor=triggered_by)
     return SettleOutcome(run, created=True)
-
-
-_LINE_MICRO = (
-    "ordered_kw",
-    "baseline_kw",
-    "actual_kw",
-    "delivered_kw",
-    "shortfall_kw",
-    "price_per_mwh",
-    "utilisation",
-    "penalty",
-    "availability",
-    "fee",
-    "net",
-)
 
 
 def _settle_lines(market: Market, delivery: Delivery, terms: SettlementTerms) -> pl.DataFrame:

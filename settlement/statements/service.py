@@ -82,7 +82,8 @@ _LINE_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "availability": pl.Int64,
     "fee": pl.Int64,
 }
-_LINE_MICRO = tuple(name for name, kind in _LINE_SCHEMA.items() if kind == pl.Int64 and name != "run_version")
+# Every kW, price and amount of a line comes from settlement_line, stored as BIGINT millionths
+# (ScaledDecimal): read as the integers they are, with no decimal text to parse.
 
 _SHARE_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "aggregator_id": pl.String,
@@ -190,7 +191,6 @@ def load_period(
         """,  # noqa: S608 - only fixed SQL fragments are interpolated; values are bound
         params,
         _LINE_SCHEMA,
-        micro_columns=_LINE_MICRO,
     )
     shares = read_frame(
         session,

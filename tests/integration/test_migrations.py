@@ -109,8 +109,9 @@ _FACTS = "SELECT offer_id, isp_start, baseline_kw, actual_kw, status, method, me
 
 
 def test_delivery_facts_move_between_the_line_tables_down_and_up(fresh_database) -> None:  # type: ignore[no-untyped-def]
-    """A day settled at head has no delivery_line rows (the run's computation is embedded). Going down to 0009
-    restores them from the settlement lines; coming up again fills the settlement lines from them."""
+    """A day settled at head has no delivery_line rows (the run's computation is embedded). Going down to 0010
+    turns the settlement lines' millionths back into NUMERIC kW, down to 0009 restores the delivery lines from
+    them; coming up again fills the settlement lines from those and converts them to millionths, exactly."""
     url = fresh_database()
     upgrade(url)
     settings = Settings(
@@ -131,15 +132,20 @@ def test_delivery_facts_move_between_the_line_tables_down_and_up(fresh_database)
         with engine.connect() as conn:
             facts = conn.execute(text(_FACTS.format("settlement_line"))).all()
             assert conn.execute(text("SELECT COUNT(*) FROM delivery_line")).scalar() == 0
-        # The day of tests/integration/test_delivery.py: the data center's and the portfolio's 17:00 award.
+        # The day of tests/integration/test_delivery.py: the data center's and the portfolio's 17:00 award,
+        # in kW millionths at head (migration 0011: BIGINT), as NUMERIC kW below 0011.
         assert sorted((f[2], f[3], f[4], f[5], f[6]) for f in facts) == [
-            (Decimal(400), Decimal(100), "ok", "high_x_of_y", 1),
-            (Decimal(1000), Decimal(600), "ok", "high_x_of_y", 1),
+            (400_000_000, 100_000_000, "ok", "high_x_of_y", 1),
+            (1_000_000_000, 600_000_000, "ok", "high_x_of_y", 1),
         ]
+        in_kw = [(*f[:2], Decimal(f[2]).scaleb(-6), Decimal(f[3]).scaleb(-6), *f[4:]) for f in facts]
         engine.dispose()
+        downgrade(url, "0010")
+        with engine.connect() as conn:
+            assert conn.execute(text(_FACTS.format("settlement_line"))).all() == in_kw
         downgrade(url, "0009")
         with engine.connect() as conn:
-            assert conn.execute(text(_FACTS.format("delivery_line"))).all() == facts
+            assert conn.execute(text(_FACTS.format("delivery_line"))).all() == in_kw
         engine.dispose()
         upgrade(url)
         with engine.connect() as conn:
