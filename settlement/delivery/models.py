@@ -22,7 +22,7 @@ from advanced_alchemy.types import DateTimeUTC
 from sqlalchemy import Date, ForeignKey, String, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column
 
-from market.core.db import Base, ExactDecimal, IdMixin, str_enum, utcnow
+from market.core.db import Base, ExactDecimal, IdMixin, ScaledDecimal, str_enum, utcnow
 
 
 class DeliveryStatus(StrEnum):
@@ -82,6 +82,6 @@ class MemberDelivery(Base):
     offer_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     site_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     isp_start: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), primary_key=True)
-    baseline_kw: Mapped[Decimal | None] = mapped_column(ExactDecimal(20, 6))
-    actual_kw: Mapped[Decimal | None] = mapped_column(ExactDecimal(20, 6))
-    delivered_kw: Mapped[Decimal] = mapped_column(ExactDecimal(20, 6))
+    baseline_kw: Mapped[Decimal | None] = mapped_column(ScaledDecimal(20, 6))
+    actual_kw: Mapped[Decimal | None] = mapped_column(ScaledDecimal(20, 6))
+    delivered_kw: Mapped[Decimal] = mapped_column(ScaledDecimal(20, 6))

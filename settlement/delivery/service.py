@@ -576,12 +576,8 @@ def store_delivery(
             delivery.lines.with_columns(computation_id=cid),
             micro_columns=("ordered_kw", "baseline_kw", "actual_kw", "delivered_kw"),
         )
-    copy_in(
-        session,
-        MemberDelivery.__tablename__,
-        delivery.member_lines.with_columns(computation_id=cid),
-        micro_columns=("baseline_kw", "actual_kw", "delivered_kw"),
-    )
+    # member_delivery's kW are BIGINT millionths (ScaledDecimal, migration 0011): the Int64 columns as they are.
+    copy_in(session, MemberDelivery.__tablename__, delivery.member_lines.with_columns(computation_id=cid))
     return computation
 
 
