@@ -124,13 +124,16 @@ def _local(frame: pl.DataFrame, column: str, market: Market) -> pl.DataFrame:
     )
 
 
-_AWARD_SCHEMA = {
+_AWARD_ISP_SCHEMA = {
     "offer_id": pl.String,
     "isp_start": pl.Datetime("us", "UTC"),
-    "seller_id": pl.String,
-    "direction": pl.String,
     "accepted_kw": pl.Int64,
     "price_per_mwh": pl.Int64,
+}
+_AWARDED_OFFER_SCHEMA = {
+    "offer_id": pl.String,
+    "seller_id": pl.String,
+    "direction": pl.String,
     "utility_id": pl.String,
     "site_id": pl.String,
     "portfolio_id": pl.String,
@@ -146,19 +149,33 @@ _SITES_OF_RUN = """
 
 
 def _awards(session: Session, clearing: ClearingRun) -> pl.DataFrame:
-    return read_frame(
+    """The run's accepted award ISPs with their offer's seller, direction, paying utility, site or
+    portfolio. Read as two results, the ISPs (four columns) and their offers (one row each), and
+    joined here: the offer's five ids are not sent and parsed again for each of its ISPs."""
+    isps = read_frame(
         session,
         """
-        SELECT fo.offer_id, fo.isp_start, fo.seller_id, fo.direction, fo.accepted_kw, fo.price_per_mwh,
-               cp.utility_id, o.site_id, o.portfolio_id
-        FROM flex_order fo JOIN flex_offer o ON o.id = fo.offer_id
-        JOIN congestion_point cp ON cp.id = fo.congestion_point_id
+        SELECT fo.offer_id, fo.isp_start, fo.accepted_kw, fo.price_per_mwh FROM flex_order fo
         WHERE fo.run_id = :clearing AND fo.accepted_kw > 0
         """,
         {"clearing": clearing.id},
-        _AWARD_SCHEMA,
+        _AWARD_ISP_SCHEMA,
         micro_columns=("accepted_kw", "price_per_mwh"),
     )
+    offers = read_frame(
+        session,
+        """
+        SELECT o.id, o.seller_id, o.direction, cp.utility_id, o.site_id, o.portfolio_id
+        FROM flex_offer o JOIN congestion_point cp ON cp.id = o.congestion_point_id
+        WHERE o.id IN (SELECT fo.offer_id FROM flex_order fo WHERE fo.run_id = :clearing AND fo.accepted_kw > 0)
+        """,
+        {"clearing": clearing.id},
+        _AWARDED_OFFER_SCHEMA,
+    )
+    return isps.join(offers, on="offer_id", how="inner", validate="m:1").select(
+        "offer_id", "isp_start", "seller_id", "direction", "accepted_kw", "price_per_mwh", "utility_id", "site_id",
+        "portfolio_id",
+    )  # fmt: skip
 
 
 def _sites(session: Session, clearing: ClearingRun) -> pl.DataFrame:
