@@ -566,11 +566,8 @@ def store_delivery(
     else a new version. ``embedded`` (a settlement run's own computation): the award lines are left to
     the run's settlement lines, which carry the same facts; only member-site delivery is written here."""
     latest = latest_computation(session, market.id, day)
-    if (
-        latest is not None
-        and latest.inputs_hash == delivery.content_hash
-        and latest.clearing_run_id == (delivery.clearing_run_id)
-    ):
+    same = (delivery.content_hash, delivery.clearing_run_id)
+    if latest is not None and (latest.inputs_hash, latest.clearing_run_id) == same:
         return latest
     computation = DeliveryComputation(
         id=uuid.uuid4(),
