@@ -183,6 +183,9 @@ def settle_day(
     delivery = compute_delivery(session, market, day, clearing)
     inputs_hash = _inputs_hash(delivery, clearing, terms)
     if kind is RunKind.RECONCILIATION and runs and runs[-1].inputs_hash == inputs_hash:
+        # Nothing to settle again. If a verification stored other content since (readings corrected,
+        # then corrected back), the day's latest computation becomes this one again, on its own.
+        store_delivery(session, market, day, delivery, now, embedded=False)
         consume_marks(session, market_id, day, runs[-1].id)
         return SettleOutcome(runs[-1], created=False)
     # Embedded: the run's settlement lines below carry every award's delivery, so it is written once.

@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import uuid
 from decimal import Decimal
 
 import pytest
@@ -28,6 +29,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from settlement.delivery.models import DeliveryComputation
 from settlement.ledger.models import JournalEntry
 from settlement.ledger.service import trial_balance
 from settlement.runs.models import SettlementRun
@@ -149,6 +151,34 @@ def test_a_reconciliation_posts_only_the_differences(client: TestClient[Litestar
     )
     assert refused.status_code == 409
     assert refused.json()["errors"][0]["field"] == "kind"
+
+
+def test_a_reading_corrected_and_corrected_back_settles_nothing_new(client: TestClient[Litestar], db: Session) -> None:
+    """The reconciliation finds the inputs of the last run again: no run, nothing posted, and the day's latest
+    delivery computation is the current one again (not the verification made in between)."""
+    sw = build(client, db)
+    w = sw.w
+    initial = _settle(client, sw)
+    sw.read(db, sw.dc_site, "100")
+    verify = f"/api/v1/markets/{w.market.id}/deliveries"
+    between = client.post(verify, headers=w.operator.headers, json={"day": sw.day.isoformat()}).json()
+    assert between["version"] == 2
+    sw.read(db, sw.dc_site, "150")  # the original value again
+    reconciled = _settle(client, sw, "reconciliation")
+    assert reconciled["id"] == initial["id"]
+    assert db.scalar(select(func.count()).select_from(SettlementRun)) == 1
+    versions = client.get(verify, headers=w.operator.headers, params={"day": sw.day.isoformat()}).json()
+    assert [(v["version"], v["inputs_hash"] == initial_hash(db, initial)) for v in versions] == [
+        (1, True),
+        (2, False),
+        (3, True),
+    ]
+
+
+def initial_hash(db: Session, run: dict) -> str:  # type: ignore[type-arg]
+    computation = db.get(DeliveryComputation, uuid.UUID(run["delivery_computation_id"]))
+    assert computation is not None
+    return computation.inputs_hash
 
 
 def test_finance_users_download_their_statements_in_every_format(client: TestClient[Litestar], db: Session) -> None:
