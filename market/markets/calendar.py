@@ -36,6 +36,14 @@ def _day_bounds(timezone: str, day: date) -> tuple[datetime, datetime]:
     return start, end
 
 
+@lru_cache(maxsize=65_536)
+def _local_day(timezone: str, instant: datetime) -> date:
+    """The local date of an instant. Cached: a time-zone conversion costs several microseconds, and a
+    batch of offers asks for the same few ISP starts thousands of times (equal instants hash equal
+    whatever their offset, and have the same local date)."""
+    return instant.astimezone(ZoneInfo(timezone)).date()
+
+
 @dataclass(frozen=True, slots=True)
 class MarketClock:
     """The time rules of one market, as plain values."""
@@ -91,7 +99,9 @@ class MarketClock:
 
     def delivery_day(self, instant: datetime) -> date:
         """The local delivery day an instant falls in."""
-        return instant.astimezone(self.zone).date()
+        if instant.tzinfo is None:  # a naive instant is read as the machine's local time, never cached
+            return instant.astimezone(self.zone).date()
+        return _local_day(self.timezone, instant)
 
     def gate_closure(self, isp_start: datetime) -> datetime:
         """The instant after which orders for the ISP starting at ``isp_start`` are refused.
