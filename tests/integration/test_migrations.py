@@ -106,12 +106,14 @@ def test_the_bulk_line_migration_goes_down_and_up_again(fresh_database, tmp_path
 # -- migration 0010: a run writes each award once (settlement lines carry its delivery) ------------------------------
 
 _FACTS = "SELECT offer_id, isp_start, baseline_kw, actual_kw, status, method, method_version FROM {} ORDER BY 1, 2"
+_MEMBERS = "SELECT site_id, isp_start, delivered_kw, baseline_kw, actual_kw FROM member_delivery ORDER BY 1, 2"
 
 
 def test_delivery_facts_move_between_the_line_tables_down_and_up(fresh_database) -> None:  # type: ignore[no-untyped-def]
     """A day settled at head has no delivery_line rows (the run's computation is embedded). Going down to 0010
-    turns the settlement lines' millionths back into NUMERIC kW, down to 0009 restores the delivery lines from
-    them; coming up again fills the settlement lines from those and converts them to millionths, exactly."""
+    turns the settlement lines' and member deliveries' millionths back into NUMERIC kW, down to 0009 restores the
+    delivery lines from them; coming up again fills the settlement lines from those and converts both tables to
+    millionths, exactly."""
     url = fresh_database()
     upgrade(url)
     settings = Settings(
@@ -139,10 +141,17 @@ def test_delivery_facts_move_between_the_line_tables_down_and_up(fresh_database)
             (1_000_000_000, 600_000_000, "ok", "high_x_of_y", 1),
         ]
         in_kw = [(*f[:2], Decimal(f[2]).scaleb(-6), Decimal(f[3]).scaleb(-6), *f[4:]) for f in facts]
+        with engine.connect() as conn:
+            members = conn.execute(text(_MEMBERS)).all()
+        assert sorted(m[2] for m in members) == [120_000_000, 180_000_000]  # the two members' kW, millionths
         engine.dispose()
         downgrade(url, "0010")
         with engine.connect() as conn:
             assert conn.execute(text(_FACTS.format("settlement_line"))).all() == in_kw
+            assert conn.execute(text(_MEMBERS)).all() == [
+                (m[0], m[1], Decimal(m[2]).scaleb(-6), Decimal(m[3]).scaleb(-6), Decimal(m[4]).scaleb(-6))
+                for m in members
+            ]
         downgrade(url, "0009")
         with engine.connect() as conn:
             assert conn.execute(text(_FACTS.format("delivery_line"))).all() == in_kw
@@ -150,6 +159,7 @@ def test_delivery_facts_move_between_the_line_tables_down_and_up(fresh_database)
         upgrade(url)
         with engine.connect() as conn:
             assert conn.execute(text(_FACTS.format("settlement_line"))).all() == facts
+            assert conn.execute(text(_MEMBERS)).all() == members
         assert _diff(url) == []
     finally:
         engine.dispose()
