@@ -68,27 +68,39 @@ class ExactDecimal(TypeDecorator[Decimal]):
             return dialect.type_descriptor(BigInteger())
         return dialect.type_descriptor(Numeric(self.precision, self.scale, asdecimal=True))
 
-    def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> Any:
-        if value is None:
-            return None
+    def _checked(self, value: Decimal) -> Decimal:
+        """``value`` as a Decimal, refused if it is not finite or has more than ``scale`` places."""
         value = Decimal(value)
         if not value.is_finite():
             raise ValueError(f"{value} is not a finite amount")
         if decimal_places(value) > self.scale:
             raise ValueError(f"{value} has more than {self.scale} decimal places")
+        return value
+
+    def _units(self, value: Decimal, range_name: str) -> int:
+        """A checked value as its integer count of ``10**-scale`` units, refused outside 64 bits."""
+        scaled = int(value.scaleb(self.scale, context=_EXACT))
+        if not SQLITE_MIN <= scaled <= SQLITE_MAX:
+            raise ValueError(f"{value} is outside the range {range_name} (±{SQLITE_MAX_VALUE})")
+        return scaled
+
+    def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        value = self._checked(value)
         if dialect.name == "sqlite":
-            scaled = int(value.scaleb(self.scale, context=_EXACT))
-            if not SQLITE_MIN <= scaled <= SQLITE_MAX:
-                raise ValueError(f"{value} is outside the range SQLite can store exactly (±{SQLITE_MAX_VALUE})")
-            return scaled
+            return self._units(value, "SQLite can store exactly")
         return value
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
         if value is None:
             return None
         if dialect.name == "sqlite":
-            return canonical(Decimal(int(value)).scaleb(-self.scale))
+            return self._from_units(value)
         return canonical(Decimal(value))
+
+    def _from_units(self, value: Any) -> Decimal:
+        return canonical(Decimal(int(value)).scaleb(-self.scale))
 
 
 class ScaledDecimal(ExactDecimal):
@@ -111,20 +123,12 @@ class ScaledDecimal(ExactDecimal):
     def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> Any:
         if value is None:
             return None
-        value = Decimal(value)
-        if not value.is_finite():
-            raise ValueError(f"{value} is not a finite amount")
-        if decimal_places(value) > self.scale:
-            raise ValueError(f"{value} has more than {self.scale} decimal places")
-        scaled = int(value.scaleb(self.scale, context=_EXACT))
-        if not SQLITE_MIN <= scaled <= SQLITE_MAX:
-            raise ValueError(f"{value} is outside the range of a 64-bit count of units (±{SQLITE_MAX_VALUE})")
-        return scaled
+        return self._units(self._checked(value), "of a 64-bit count of units")
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
         if value is None:
             return None
-        return canonical(Decimal(int(value)).scaleb(-self.scale))
+        return self._from_units(value)
 
 
 def str_enum(kind: type[StrEnum], name: str, length: int = 24) -> Enum:
