@@ -17,12 +17,12 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from market.core.app import create_app
-from market.core.config import DatabaseSettings, JobSettings, SecuritySettings, Settings
+from market.core.config import Settings
 from market.core.db import Base, make_engine, make_session_factory
 from market.core.migrate import upgrade
+from tests.factories import in_process_settings
 
 ADMIN_URL = os.environ.get("FLEX_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-TEST_PEPPER = "test-pepper"
 
 
 def _admin(sql: str) -> None:
@@ -60,11 +60,7 @@ def database_url(fresh_database) -> str:  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="session")
 def settings(database_url: str) -> Settings:
-    return Settings(
-        database=DatabaseSettings(url=database_url),
-        jobs=JobSettings(broker_url="in-process"),
-        security=SecuritySettings(api_key_pepper=TEST_PEPPER),
-    )
+    return in_process_settings(database_url)
 
 
 @pytest.fixture(scope="session")

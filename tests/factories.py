@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from market.auth.principal import Principal, Scope
 from market.auth.service import issue_key
+from market.core.config import DatabaseSettings, JobSettings, SecuritySettings, Settings
 from market.grid.models import CongestionPoint, CongestionPointKind
 from market.grid.schemas import CongestionPointCreate
 from market.grid.service import create_congestion_point
@@ -25,6 +26,15 @@ from market.participants.service import create_portfolio, create_site
 
 _seq = itertools.count(1)
 PEPPER = "test-pepper"
+
+
+def in_process_settings(database_url: str) -> Settings:
+    """The tests' settings for a database: jobs run in-process, keys hashed with :data:`PEPPER`."""
+    return Settings(
+        database=DatabaseSettings(url=database_url),
+        jobs=JobSettings(broker_url="in-process"),
+        security=SecuritySettings(api_key_pepper=PEPPER),
+    )
 
 
 @dataclass

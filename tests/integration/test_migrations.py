@@ -13,11 +13,10 @@ from sqlalchemy import inspect, text
 from sqlalchemy.exc import DBAPIError
 
 from market.core.app import create_app
-from market.core.config import DatabaseSettings, JobSettings, SecuritySettings, Settings
 from market.core.contexts import import_models
 from market.core.db import Base, make_engine, make_session_factory
 from market.core.migrate import downgrade, upgrade
-from tests.conftest import TEST_PEPPER
+from tests.factories import in_process_settings
 from tests.integration.settlement_world import build
 
 
@@ -116,11 +115,7 @@ def test_delivery_facts_move_between_the_line_tables_down_and_up(fresh_database)
     millionths, exactly."""
     url = fresh_database()
     upgrade(url)
-    settings = Settings(
-        database=DatabaseSettings(url=url),
-        jobs=JobSettings(broker_url="in-process"),
-        security=SecuritySettings(api_key_pepper=TEST_PEPPER),
-    )
+    settings = in_process_settings(url)
     engine = make_engine(url)
     try:
         with TestClient(app=create_app(settings)) as client, make_session_factory(engine)() as db:

@@ -13,11 +13,10 @@ from litestar.testing import TestClient
 from sqlalchemy.orm import Session
 
 from market.core.app import create_app
-from market.core.config import DatabaseSettings, JobSettings, SecuritySettings, Settings
 from market.core.db import make_engine, make_session_factory
 from market.core.migrate import upgrade
 from settlement.ledger.service import trial_balance
-from tests.factories import PEPPER
+from tests.factories import in_process_settings
 from tests.integration.settlement_world import build
 
 
@@ -25,11 +24,7 @@ from tests.integration.settlement_world import build
 def sqlite(tmp_path: Path) -> Iterator[tuple[TestClient[Litestar], Session]]:
     url = f"sqlite:///{tmp_path / 'flex.db'}"
     upgrade(url)
-    settings = Settings(
-        database=DatabaseSettings(url=url),
-        jobs=JobSettings(broker_url="in-process"),
-        security=SecuritySettings(api_key_pepper=PEPPER),
-    )
+    settings = in_process_settings(url)
     engine = make_engine(url)
     with TestClient(app=create_app(settings)) as client, make_session_factory(engine)() as session:
         yield client, session

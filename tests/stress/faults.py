@@ -827,11 +827,10 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - the script's 
     rng = Random(seed)  # noqa: S311 - fault timings, not secrets
 
     from market.core.app import create_app  # noqa: PLC0415 - after the database exists
-    from market.core.config import DatabaseSettings, JobSettings, SecuritySettings, Settings  # noqa: PLC0415
     from market.core.db import make_engine, make_session_factory  # noqa: PLC0415
     from market.core.jobs import configure  # noqa: PLC0415
     from market.core.migrate import upgrade  # noqa: PLC0415
-    from tests.factories import PEPPER  # noqa: PLC0415
+    from tests.factories import in_process_settings  # noqa: PLC0415
     from tests.integration.orders_world import build_world  # noqa: PLC0415
     from tests.integration.settlement_world import build  # noqa: PLC0415
 
@@ -846,11 +845,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - the script's 
     results: list[Outcome] = []
     try:
         upgrade(url)
-        settings = Settings(
-            database=DatabaseSettings(url=url),
-            jobs=JobSettings(broker_url="in-process"),
-            security=SecuritySettings(api_key_pepper=PEPPER),
-        )
+        settings = in_process_settings(url)
         engine = make_engine(url)
         factory = make_session_factory(engine)
         broker.start()

@@ -54,7 +54,7 @@ import psycopg
 from sqlalchemy import Connection, Engine, func, select, text
 from sqlalchemy.orm import Session
 
-from market.core.config import DatabaseSettings, JobSettings, SecuritySettings, Settings
+from market.core.config import JobSettings, Settings
 from market.core.db import make_engine, make_session_factory, unit_of_work, utcnow
 from market.core.jobs import celery_app, configure
 from settlement.ledger.models import AccountKind, JournalEntry, LedgerAccount
@@ -625,7 +625,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from market.core.app import create_app  # noqa: PLC0415
     from market.core.migrate import upgrade  # noqa: PLC0415
-    from tests.factories import PEPPER  # noqa: PLC0415
+    from tests.factories import in_process_settings  # noqa: PLC0415
     from tests.integration.settlement_world import build  # noqa: PLC0415
 
     name = f"flex_stress_{uuid.uuid4().hex[:12]}"
@@ -635,11 +635,7 @@ def main(argv: list[str] | None = None) -> int:
     began = time.monotonic()
     try:
         upgrade(url)
-        settings = Settings(
-            database=DatabaseSettings(url=url),
-            jobs=JobSettings(broker_url="in-process"),
-            security=SecuritySettings(api_key_pepper=PEPPER),
-        )
+        settings = in_process_settings(url)
         engine = make_engine(url)
         factory = make_session_factory(engine)
         log_path = Path(f"/tmp/{name}-worker.log")  # noqa: S108 - a throwaway log named after the database
