@@ -514,18 +514,24 @@ def percentile(ordered: Sequence[float], fraction: float) -> float:
     return ordered[rank - 1]
 
 
-def _git(*args: str) -> str:
+def git_bytes(*args: str, timeout: float | None = None) -> bytes | None:
+    """``git``'s output in the repository, or None when git or the object is unavailable."""
     try:
         out = subprocess.run(  # noqa: S603 - fixed git arguments
             ["git", *args],  # noqa: S607 - git from PATH
             cwd=REPO_ROOT,
             capture_output=True,
-            text=True,
             check=True,
+            timeout=timeout,
         )
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout
+
+
+def _git(*args: str) -> str:
+    out = git_bytes(*args)
+    return "unknown" if out is None else out.decode().strip()
 
 
 def environment(database_url: str, module: str) -> dict[str, Any]:

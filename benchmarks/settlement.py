@@ -52,8 +52,6 @@ import json
 import os
 import resource
 import statistics
-import subprocess
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -80,13 +78,13 @@ import settlement.statements.service as statements_service
 from benchmarks.common import (
     DEFAULT_ADMIN_URL,
     NOISY_CORES,
-    REPO_ROOT,
     _git,
     contamination_note,
     cpu_sample,
     cpu_used,
     environment,
     environment_markdown,
+    git_bytes,
     say,
     scratch_database,
     write_results,
@@ -137,9 +135,6 @@ PROBE_STATEMENTS = 50
 """Statements rendered first, in sample order, to project the time of rendering all of them."""
 PER_ROLE_MIN = 5
 """At least this many statements of every role in the CSV sample (when there are that many)."""
-SIDE = "side"
-"""The path segment under which :class:`Stopwatch` puts the steps of ``read_side_by_side``'s worker thread; they
-overlap the main thread's steps in wall time."""
 RESULTS_FILE = "benchmarks/results/settlement.json"
 """This benchmark's results file in the repository: the "before" of a run is read from it at a git revision."""
 WORLD_PARAMETERS = (
@@ -762,26 +757,10 @@ class Stopwatch:
     frames: dict[str, Any] = field(default_factory=dict)
     """The frame each ``copy_in`` wrote, by table (kept for the rendering diagnostic)."""
 
-    side_root: list[str] = field(default_factory=list)
-    """The path of the running ``read_side_by_side``: a worker thread's steps go under ``<it>/side`` (not itself a
-    timed path, so :meth:`tree` never adds them into a parent's children: they overlap the main thread's)."""
-    side_stacks: threading.local = field(default_factory=threading.local)
-
-    def _stack(self) -> list[str]:
-        if threading.current_thread() is threading.main_thread():
-            return self.stack
-        if not hasattr(self.side_stacks, "stack"):
-            self.side_stacks.stack = [*self.side_root, SIDE]
-        stack: list[str] = self.side_stacks.stack
-        return stack
-
     def _enter(self, label: str) -> str:
-        stack = self._stack()
-        path = "/".join([*stack, label])
+        path = "/".join([*self.stack, label])
         self.order.setdefault(path, len(self.order))
-        stack.append(label)
-        if label == "read_side_by_side":
-            self.side_root = list(stack)
+        self.stack.append(label)
         return path
 
     def wrap(self, func: Callable[..., Any], name: str, by_table: bool) -> Callable[..., Any]:
@@ -799,7 +778,7 @@ class Stopwatch:
         return timed
 
     def _leave(self, path: str, seconds: float) -> None:
-        self._stack().pop()
+        self.stack.pop()
         self.seconds[path] = self.seconds.get(path, 0.0) + seconds
         self.calls[path] = self.calls.get(path, 0) + 1
         self.longest[path] = max(self.longest.get(path, 0.0), seconds)
@@ -1366,12 +1345,8 @@ def _leaf(path: str) -> str:
 
 
 def _level(path: str) -> int:
-    """Nesting depth of a step path, the side-thread marker not counted."""
-    return sum(1 for segment in path.split("/") if segment != SIDE) - 1
-
-
-def _on_side(path: str) -> bool:
-    return SIDE in path.split("/")[:-1]
+    """Nesting depth of a step path."""
+    return path.count("/")
 
 
 def _overlapped(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -1381,13 +1356,9 @@ def _overlapped(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _in_parallel(steps: list[dict[str, Any]]) -> set[str]:
-    """Paths that overlap other steps in wall time: a side thread's steps and those under an overlapped step."""
+    """Paths that overlap other steps in wall time: those under an overlapped step."""
     overlapped = [step["path"] + "/" for step in _overlapped(steps)]
-    return {
-        step["path"]
-        for step in steps
-        if _on_side(step["path"]) or any(step["path"].startswith(parent) for parent in overlapped)
-    }
+    return {step["path"] for step in steps if any(step["path"].startswith(parent) for parent in overlapped)}
 
 
 def _change(before: float, now: float) -> str:
@@ -1418,10 +1389,8 @@ def _step_rows(
         name = _leaf(step["path"])
         indent = "&nbsp;&nbsp;" * level
         calls = f" ×{step['calls']:,} (longest {step['longest_call_s']:.3f})" if step["calls"] > 1 else ""
-        side = " (in parallel: side thread)" if _on_side(step["path"]) else ""
-        if not side and step["path"] in parallel:
-            side = " (in parallel)"
-        cells = [f"{indent}{name}{calls}{side}", f"{step['seconds']:.3f}", f"{step['self_s']:.3f}"]
+        overlap = " (in parallel)" if step["path"] in parallel else ""
+        cells = [f"{indent}{name}{calls}{overlap}", f"{step['seconds']:.3f}", f"{step['self_s']:.3f}"]
         cells.append(f"{100 * step['seconds'] / total:.1f}%")
         if before is not None:
             cells.append(f"{then[step['path']]:.3f}" if step["path"] in then else "—")
@@ -1442,8 +1411,8 @@ def _step_rows(
 def _steps_legend(before: dict[str, Any] | None) -> str:
     text = (
         "Steps (wall seconds; `self` = not covered by the timed sub-steps listed under it; `(in parallel)` = a step "
-        "that overlaps others in wall time (a side thread's, e.g. `read_side_by_side`'s second connection): it is "
-        "not part of its parent's sub-steps, and the parent's `self` includes the time it waited for it"
+        "under one whose timed sub-steps add up to more than its own wall time (they overlapped), so its parent's "
+        "`self` is not its own time"
     )
     if before is not None:
         text += (
@@ -1484,21 +1453,6 @@ def csv_measured(render: dict[str, Any]) -> str:
 
 
 # -- the "before": a committed results file ------------------------------------------------------
-
-
-def _git_bytes(*args: str) -> bytes | None:
-    """``git``'s output in the repository, or None when git or the object is unavailable."""
-    try:
-        out = subprocess.run(  # noqa: S603 - fixed git arguments
-            ["git", *args],  # noqa: S607 - git from PATH
-            cwd=REPO_ROOT,
-            capture_output=True,
-            check=True,
-            timeout=60,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout
 
 
 def reference_other_cores(reference: dict[str, Any]) -> float | None:
@@ -1583,14 +1537,14 @@ def load_before(rev: str) -> dict[str, Any]:
     """The results committed at git ``rev`` as "before" (:func:`before_of`); when git, the revision or the file is
     unavailable or unreadable, only ``{"source": {..., "unavailable": why}}`` (the report then has no before)."""
     source: dict[str, Any] = {"rev": rev, "file": RESULTS_FILE}
-    commit = _git_bytes("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
+    commit = git_bytes("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}", timeout=60)
     if not commit:
         return {"source": {**source, "unavailable": f"git or the revision {rev!r} is unavailable"}}
     source["commit"] = commit.decode().strip()
-    raw = _git_bytes("show", f"{source['commit']}:{RESULTS_FILE}")
+    raw = git_bytes("show", f"{source['commit']}:{RESULTS_FILE}", timeout=60)
     if raw is None:
         return {"source": {**source, "unavailable": f"{RESULTS_FILE} does not exist at {rev}"}}
-    changed = _git_bytes("log", "-1", "--format=%H", source["commit"], "--", RESULTS_FILE)
+    changed = git_bytes("log", "-1", "--format=%H", source["commit"], "--", RESULTS_FILE, timeout=60)
     if changed:
         source["results_commit"] = changed.decode().strip()
     try:
@@ -2103,7 +2057,7 @@ def markdown(result: dict[str, Any]) -> list[str]:
 
 
 def dominating(part: dict[str, Any], before: dict[str, Any] | None, top: int = TOP_STEPS) -> list[str]:
-    """The steps with the most own time (``self``) on the main thread, which add up to the wall time, with the
+    """The steps with the most own time (``self``), which add up to the wall time, with the
     before run's own time of the same path; then what ran in parallel to them."""
     steps, total = part["steps"], part["total_s"]
     parallel = _in_parallel(steps)
@@ -2131,7 +2085,7 @@ def dominating(part: dict[str, Any], before: dict[str, Any] | None, top: int = T
         *rows,
         "",
         f"These {len(listed)} steps' own time is {own:.2f} s of the {total:.2f} s "
-        f"({100 * own / total:.0f}%); the other {len(serial) - len(listed)} main-thread steps' "
+        f"({100 * own / total:.0f}%); the other {len(serial) - len(listed)} steps' "
         f"{sum(max(s['self_s'], 0.0) for s in serial[len(listed) :]):.2f} s.",
     ]
     for step in _overlapped(steps):
@@ -2144,18 +2098,7 @@ def dominating(part: dict[str, Any], before: dict[str, Any] | None, top: int = T
     side = [s for s in steps if s["path"] in parallel and not any(s["path"].startswith(p + "/") for p in parallel)]
     if side:
         listed_side = ", ".join(f"`{s['path']}` {s['seconds']:.2f} s" for s in side)
-        lines.append(f"In parallel with the main thread's steps (wall seconds, not added above): {listed_side}.")
-        for root in sorted({s["path"].split(f"/{SIDE}/")[0] for s in side if _on_side(s["path"])}):
-            main_child = sum(
-                s["seconds"]
-                for s in steps
-                if s["path"].startswith(root + "/") and "/" not in s["path"][len(root) + 1 :]
-            )
-            lines.append(
-                f"`{root}` took {step_s(part, root):.2f} s: {main_child:.2f} s in its main-thread sub-steps, "
-                f"{_self_s(part, root):.2f} s on its own (waiting for the side thread once the main one was done, "
-                "and starting it)."
-            )
+        lines.append(f"In parallel with the other steps (wall seconds, not added above): {listed_side}.")
     return lines
 
 
