@@ -273,18 +273,6 @@ def _ts(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f+00")
 
 
-def _micro_text(column: str) -> pl.Expr:
-    """Int64 millionths → exact decimal text."""
-    value = pl.col(column)
-    magnitude = value.abs()
-    return (
-        pl.when(value < 0).then(pl.lit("-")).otherwise(pl.lit(""))
-        + (magnitude // MICRO).cast(pl.String)
-        + pl.lit(".")
-        + (magnitude % MICRO).cast(pl.String).str.zfill(6)
-    ).alias(column)
-
-
 def copy_frame(conn: psycopg.Connection[Any], table: str, frame: pl.DataFrame) -> int:
     """COPY ``frame`` (columns by name; values already in COPY text form or plain numbers) into ``table``."""
     columns = sql.SQL(", ").join(sql.Identifier(c) for c in frame.columns)
@@ -554,8 +542,8 @@ def build_world(url: str, mix: Mix, day: date, seed: int) -> World:  # noqa: PLR
         .select(
             "site_id",
             "isp_start",
-            _micro_text("import_micro").alias("import_kwh"),
-            _micro_text("export_micro").alias("export_kwh"),
+            bulk._micro_text("import_micro").alias("import_kwh"),
+            bulk._micro_text("export_micro").alias("export_kwh"),
             version=pl.lit(1),
             file_id=pl.lit(str(meter_file_id)),
             recorded_at=pl.lit(_ts(day_end + timedelta(hours=6))),
@@ -714,8 +702,8 @@ def correct_readings(url: str, world: World, seed: int) -> dict[str, int]:
         .select(
             "site_id",
             "isp_start",
-            _micro_text("import_micro").alias("import_kwh"),
-            _micro_text("export_micro").alias("export_kwh"),
+            bulk._micro_text("import_micro").alias("import_kwh"),
+            bulk._micro_text("export_micro").alias("export_kwh"),
             version=pl.lit(2),
             file_id=pl.lit(str(file_id)),
             recorded_at=pl.lit(_ts(at)),
