@@ -89,13 +89,16 @@ class MarketClock:
         if not instants or instants[0].tzinfo is None or not in_range(instants[0]):
             return [self.is_aligned(i) for i in instants]
         start, end = self.day_bounds(self.delivery_day(instants[0]))
-        zero = timedelta(0)
-        return [
-            (instant - start) % self.isp == zero
-            if instant.tzinfo is not None and start <= instant < end
-            else self.is_aligned(instant)
-            for instant in instants
-        ]
+        zero, span, isp = timedelta(0), end - start, self.isp
+        aligned: list[bool] = []
+        for instant in instants:
+            # One subtraction across time zones; the rest compares timedeltas, which is cheap.
+            offset = instant - start if instant.tzinfo is not None else None
+            if offset is not None and zero <= offset < span:
+                aligned.append(offset % isp == zero)
+            else:
+                aligned.append(self.is_aligned(instant))
+        return aligned
 
     def delivery_day(self, instant: datetime) -> date:
         """The local delivery day an instant falls in."""

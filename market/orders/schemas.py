@@ -18,19 +18,24 @@ MAX_BATCH = 10_000
 AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True, description="ISO 8601 with a UTC offset")]
 
 
-class IspQuantity(CamelStruct):
+# Structs decoded from requests are never tracked by the garbage collector (``gc=False``): their
+# data cannot form a reference cycle, and a batch of 10,000 offers decodes into some 60,000 of them,
+# which would make every full collection during the batch walk them all.
+
+
+class IspQuantity(CamelStruct, gc=False):
     start: AwareDatetime
     quantity_kw: Decimal
 
 
-class Tranche(CamelStruct):
+class Tranche(CamelStruct, gc=False):
     """A tranche covers ``share`` of the offered kW in every ISP at ``price_per_mwh``."""
 
     share: Decimal
     price_per_mwh: Decimal
 
 
-class Storage(CamelStruct):
+class Storage(CamelStruct, gc=False):
     """Limits that link ISPs: up discharges ``kW·h / efficiency``, down charges ``kW·h · efficiency``."""
 
     capacity_kwh: Decimal
@@ -41,7 +46,7 @@ class Storage(CamelStruct):
 IspList = Annotated[list[IspQuantity], msgspec.Meta(min_length=1, max_length=MAX_ISPS_PER_ORDER)]
 
 
-class FlexRequestCreate(CamelStruct):
+class FlexRequestCreate(CamelStruct, gc=False):
     congestion_point_id: uuid.UUID
     direction: Direction
     isps: IspList
@@ -65,7 +70,7 @@ class FlexRequestRead(CamelStruct):
     submitted_at: datetime
 
 
-class FlexOfferCreate(CamelStruct):
+class FlexOfferCreate(CamelStruct, gc=False):
     """Give either ``price_per_mwh`` or ``tranches``, and either ``site_id`` or ``portfolio_id``."""
 
     direction: Direction

@@ -8,7 +8,7 @@ Every order is validated in full before anything is written (pure rules in
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from market.auth.principal import Principal
 from market.core import audit
+from market.core.bulk import CopyLines
 from market.core.errors import FieldError, Forbidden, GateClosed, InvalidInput, NotFound
 from market.core.queries import Page, paginate
 from market.grid.models import CongestionPoint
@@ -139,11 +140,12 @@ def offer_read(offer: FlexOffer, market: Market, now: datetime) -> FlexOfferRead
 
 
 class MarketCache:
-    """Markets by id, loaded once per unit of work."""
+    """Markets by id, and their order bounds, loaded once per unit of work."""
 
     def __init__(self, session: Session) -> None:
         self.session = session
         self.markets: dict[uuid.UUID, Market] = {}
+        self._bounds: dict[uuid.UUID, Bounds] = {}
 
     def get(self, market_id: uuid.UUID) -> Market:
         if market_id not in self.markets:
@@ -152,6 +154,12 @@ class MarketCache:
                 raise NotFound.of("market", market_id)
             self.markets[market_id] = market
         return self.markets[market_id]
+
+    def bounds(self, market: Market) -> Bounds:
+        bounds = self._bounds.get(market.id)
+        if bounds is None:
+            bounds = self._bounds[market.id] = bounds_of(market)
+        return bounds
 
 
 def _check(errors: list[FieldError], gate: list[FieldError], what: str) -> None:
@@ -339,7 +347,7 @@ def _offer_values(
             errors.append(FieldError("site_id", "give exactly one of site_id and portfolio_id"))
         return None, {}, errors, []
     market = markets.get(resources.market_of_point[point])
-    bounds = bounds_of(market)
+    bounds = markets.bounds(market)
     profile, rebound, offer_errors = validate_offer(data, bounds, now)
     errors += offer_errors
     if errors or profile is None:
@@ -384,72 +392,95 @@ def create_offer(session: Session, principal: Principal, data: FlexOfferCreate, 
     return offer_read(offer, market, now)
 
 
+class _BatchRefused(Exception):
+    """Raised inside the COPY stream of a batch to abandon it: a bad offer was found."""
+
+
 def create_offers(
     session: Session, principal: Principal, offers: Sequence[FlexOfferCreate], now: datetime
 ) -> list[uuid.UUID]:
-    """Store a batch all or nothing. Every bad offer is reported, prefixed ``offers[i].``."""
+    """Store a batch all or nothing. Every bad offer is reported, prefixed ``offers[i].``.
+
+    Offers are validated as they stream into the COPY, so PostgreSQL stores one chunk while Python
+    checks the next (two cores busy instead of one after the other). The COPY runs in a savepoint:
+    at the first bad offer nothing more is sent, the rest is still checked so that every error is
+    reported, and the stream is then abandoned, which rolls the savepoint back. Nothing of a
+    refused batch is stored, and the caller's transaction stays usable.
+    """
     _require_seller(principal)
     resources = Resources(session, principal, offers)
     markets = MarketCache(session)
+    for market_id in set(resources.market_of_point.values()):
+        markets.bounds(markets.get(market_id))  # loaded now: no query may run while the COPY streams
     rows: list[dict[str, Any]] = []
     errors: list[FieldError] = []
     gate: list[FieldError] = []
-    for i, data in enumerate(offers):
-        _, values, offer_errors, offer_gate = _offer_values(data, resources, markets, now)
-        errors += [FieldError(f"offers[{i}].{e.field}", e.reason) for e in offer_errors]
-        gate += [FieldError(f"offers[{i}].{e.field}", e.reason) for e in offer_gate]
-        if not offer_errors and not offer_gate:
-            rows.append(
-                {
-                    "id": uuid.uuid4(),
-                    "seller_id": principal.participant_id,
-                    "created_at": now,
-                    "revision": 1,
-                    "revoked_at": None,
-                    **values,
-                }
-            )
+
+    def valid_rows() -> Iterator[dict[str, Any]]:
+        for i, data in enumerate(offers):
+            _, values, offer_errors, offer_gate = _offer_values(data, resources, markets, now)
+            errors.extend(FieldError(f"offers[{i}].{e.field}", e.reason) for e in offer_errors)
+            gate.extend(FieldError(f"offers[{i}].{e.field}", e.reason) for e in offer_gate)
+            if errors or gate:
+                continue  # the batch is refused: check the rest, store nothing more
+            row = {
+                "id": uuid.uuid4(),
+                "seller_id": principal.participant_id,
+                "created_at": now,
+                "revision": 1,
+                "revoked_at": None,
+                **values,
+            }
+            rows.append(row)
+            yield row
+        if errors or gate:
+            raise _BatchRefused
+
+    try:
+        with session.begin_nested():
+            bulk_insert_offers(session, valid_rows())
+    except _BatchRefused:
+        pass
     _check(errors, gate, "batch")
-    bulk_insert_offers(session, rows)
-    # One event per offer, appended in bulk like the offers themselves.
-    audit.record_many(
-        session,
-        [audit.event_row("offer.create", "flex_offer", row["id"], after=row, principal=principal) for row in rows],
-    )
+    # One event per offer, appended in bulk like the offers themselves; they share actor and time.
+    event = audit.event_row("offer.create", "flex_offer", uuid.UUID(int=0), principal=principal)
+    audit.record_many(session, [{**event, "id": uuid.uuid4(), "object_id": row["id"], "after": row} for row in rows])
     return [row["id"] for row in rows]
 
 
 OFFER_COLUMNS = [c.name for c in FlexOffer.__table__.columns]
 
 
-def bulk_insert_offers(session: Session, rows: list[dict[str, Any]]) -> None:
-    """Insert many offers in the session's transaction: COPY on PostgreSQL, executemany elsewhere."""
-    if not rows:
-        return
+def bulk_insert_offers(session: Session, rows: Iterable[dict[str, Any]]) -> None:
+    """Insert offers in the session's transaction: COPY on PostgreSQL, streamed in chunks as
+    ``rows`` yields them; executemany elsewhere."""
     connection = session.connection()
     if connection.dialect.name != "postgresql":
-        session.execute(insert(FlexOffer), rows)
+        values = list(rows)
+        if values:
+            session.execute(insert(FlexOffer), values)
         return
     raw = connection.connection.driver_connection
     if not isinstance(raw, psycopg.Connection):
         raise TypeError(f"COPY needs a psycopg connection, not {type(raw).__name__}")
     # The text form is built here in one pass and streamed in large chunks: adapting row by row
     # through psycopg costs more than PostgreSQL's own work on the rows.
+    line = CopyLines(OFFER_COLUMNS, _text, unique=_UNIQUE_COLUMNS)
     with raw.cursor() as cursor, cursor.copy(f"COPY flex_offer ({', '.join(OFFER_COLUMNS)}) FROM STDIN") as copy:
         lines: list[str] = []
         for row in rows:
-            lines.append("\t".join([_copy_text(row[column]) for column in OFFER_COLUMNS]))
+            lines.append(line(row))
             if len(lines) == COPY_CHUNK_ROWS:
-                copy.write("\n".join(lines) + "\n")
+                copy.write("".join(lines))
                 lines.clear()
         if lines:
-            copy.write("\n".join(lines) + "\n")
+            copy.write("".join(lines))
 
 
-COPY_CHUNK_ROWS = 2_000
+COPY_CHUNK_ROWS = 1_000
 
 
-def _copy_text(value: Any) -> str:
+def _text(column: str, value: Any) -> str:
     """A value in PostgreSQL's COPY text format (``\\N`` is NULL; backslashes are doubled)."""
     if value is None:
         return "\\N"
@@ -462,6 +493,11 @@ def _copy_text(value: Any) -> str:
     if isinstance(value, list):
         return msgspec.json.encode(value).decode().replace("\\", "\\\\")
     return str(value)
+
+
+_UNIQUE_COLUMNS = frozenset({"id", "quantities_kw", "rebound_kw", "tranches"})
+"""Columns whose values differ from offer to offer; the others repeat across a batch (the seller,
+its sites, the market, the period, the prices)."""
 
 
 def _own_offer(session: Session, principal: Principal, offer_id: uuid.UUID) -> FlexOffer:

@@ -6,13 +6,19 @@ from __future__ import annotations
 from datetime import date, timedelta
 from typing import Any
 
+import msgspec
 import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from market.core.audit import AuditEvent
+from market.core.db import utcnow
+from market.core.errors import InvalidInput
+from market.orders import service
 from market.orders.models import FlexOffer, FlexRequest
+from market.orders.schemas import FlexOfferCreate
 from tests.integration.orders_world import World, build_world, iso, local
 
 OFFERS = "/api/v1/flex-offers"
@@ -281,6 +287,33 @@ def test_batch_is_all_or_nothing_and_names_each_bad_item(client: TestClient[Lite
     assert _count(db, FlexOffer) == 50
     read = client.get(f"{OFFERS}/{good.json()['ids'][0]}", headers=w.household.headers).json()
     assert read["isps"][1]["quantity_kw"] == "4"
+
+
+def test_a_bad_offer_after_streamed_chunks_stores_nothing(client: TestClient[Litestar], w: World, db: Session) -> None:
+    # Offers stream into the COPY as they pass validation, 1,000 a chunk: by offer 2,500 two chunks
+    # have reached PostgreSQL. The refusal must take them back, with the events, and still name
+    # every bad offer, including one after the first.
+    offers = [w.offer(price_per_mwh=str(100 + i % 50)) for i in range(3_000)]
+    offers[2_500] = w.offer(price_per_mwh="5000")
+    offers[2_999] = w.offer(isps=[{"start": iso(local(w.open_day, 1, 5)), "quantity_kw": "1"}])
+    response = client.post(f"{OFFERS}/batch", json={"offers": offers}, headers=w.household.headers)
+    assert response.status_code == 422
+    assert set(_fields(response)) == {"offers[2500].price_per_mwh", "offers[2999].isps[0].start"}
+    assert _count(db, FlexOffer) == 0
+    assert db.scalar(select(func.count()).where(AuditEvent.action == "offer.create")) == 0
+
+
+def test_a_refused_batch_leaves_the_transaction_usable(w: World, db: Session) -> None:
+    good = [msgspec.convert(w.offer(), FlexOfferCreate) for _ in range(1_500)]
+    bad = [*good, msgspec.convert(w.offer(price_per_mwh="5000"), FlexOfferCreate)]
+    now = utcnow()
+    with pytest.raises(InvalidInput):
+        service.create_offers(db, w.household.principal, bad, now)
+    # The COPY was abandoned inside a savepoint: the same transaction goes on and commits.
+    ids = service.create_offers(db, w.household.principal, good[:10], now)
+    db.commit()
+    assert _count(db, FlexOffer) == 10
+    assert sorted(db.scalars(select(FlexOffer.id))) == sorted(ids)
 
 
 def test_batch_limits(client: TestClient[Litestar], w: World) -> None:
