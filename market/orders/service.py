@@ -1,8 +1,9 @@
 """The order book: create, revise, revoke and list FlexRequests and FlexOffers.
 
-Every order is validated in full before anything is written (pure rules in
-:mod:`market.orders.validation`, ownership and existence here). Gate closure is checked against
-``now``, which the caller passes, so tests and replays control the clock.
+Every order is validated in full (pure rules in :mod:`market.orders.validation`, ownership and
+existence here) before anything of it is kept: a single order before it is written, a batch as it
+streams into PostgreSQL, inside a savepoint that a single bad offer rolls back. Gate closure is
+checked against ``now``, which the caller passes, so tests and replays control the clock.
 """
 
 from __future__ import annotations

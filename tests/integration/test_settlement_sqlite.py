@@ -1,5 +1,6 @@
 """The embedded default: the same hand-computed day settles on SQLite (bulk reads and writes take
-the executemany path there; decimals are integer millionths)."""
+the executemany path there; decimals are integer millionths), and an offer batch is all or nothing
+there too."""
 
 from __future__ import annotations
 
@@ -10,13 +11,17 @@ from pathlib import Path
 import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from market.core.app import create_app
+from market.core.audit import AuditEvent
 from market.core.db import make_engine, make_session_factory
 from market.core.migrate import upgrade
+from market.orders.models import FlexOffer
 from settlement.ledger.service import trial_balance
 from tests.factories import in_process_settings
+from tests.integration.orders_world import build_world
 from tests.integration.settlement_world import build
 
 
@@ -74,3 +79,20 @@ def test_a_day_settles_on_sqlite(sqlite: tuple[TestClient[Litestar], Session]) -
         f"/api/v1/statements/{statement['id']}/document", params={"format": "pdf"}, headers=w.utility.headers
     )
     assert pdf.content.startswith(b"%PDF")
+
+
+def test_a_refused_offer_batch_stores_nothing_on_sqlite(sqlite: tuple[TestClient[Litestar], Session]) -> None:
+    # On SQLite the batch goes through executemany inside the same savepoint as on PostgreSQL.
+    client, db = sqlite
+    w = build_world(db)
+    offers = [w.offer(price_per_mwh=str(100 + i)) for i in range(30)]
+    offers[20] = w.offer(price_per_mwh="5000")
+    refused = client.post("/api/v1/flex-offers/batch", json={"offers": offers}, headers=w.household.headers)
+    assert refused.status_code == 422, refused.text
+    assert [e["field"] for e in refused.json()["errors"]] == ["offers[20].price_per_mwh"]
+    assert db.scalar(select(func.count()).select_from(FlexOffer)) == 0
+    good = client.post("/api/v1/flex-offers/batch", json={"offers": offers[:20]}, headers=w.household.headers)
+    assert good.status_code == 201, good.text
+    db.expire_all()
+    assert db.scalar(select(func.count()).select_from(FlexOffer)) == 20
+    assert db.scalar(select(func.count()).where(AuditEvent.action == "offer.create")) == 20
