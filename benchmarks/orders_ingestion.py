@@ -1,9 +1,10 @@
 """Batch offer ingestion into PostgreSQL, three ways, in one run on one fresh database:
 
 a. service: ``create_offers(session, principal, offers, now)`` in a transaction, committed
-   (validation + COPY + commit; the offers are already decoded structs);
+   (validation streamed into the offers' and their audit events' INSERTs + commit; the offers are
+   already decoded structs);
 b. http: ``POST /api/v1/flex-offers/batch`` to ``flexmarket serve`` in a subprocess, with httpx
-   (client JSON encoding + transport + decoding + validation + COPY + commit + response);
+   (client JSON encoding + transport + decoding + validation + INSERTs + commit + response);
 c. copy: a raw psycopg ``COPY flex_offer (...) FROM STDIN`` of the very rows ``create_offers``
    hands to ``bulk_insert_offers`` (captured from a rolled-back dry run, pre-built in memory as
    Python values, fresh ids), written with ``Copy.write_row`` and committed.
@@ -69,6 +70,7 @@ from benchmarks.common import (
     scratch_database,
     write_results,
 )
+from market.auth.principal import Principal
 from market.core.db import make_engine, make_session_factory, utcnow
 from market.orders import service
 from market.orders.models import Direction
@@ -150,7 +152,7 @@ def _rows_of(factory: sessionmaker[Session], seller: Seller, structs: list[FlexO
     """The rows ``create_offers`` would write, captured from a dry run that is rolled back."""
     captured: list[dict[str, Any]] = []
 
-    def capture(_: Session, rows: Iterable[dict[str, Any]]) -> None:
+    def capture(_: Session, rows: Iterable[dict[str, Any]], principal: Principal) -> None:
         captured.extend(rows)
 
     with factory() as session, mock.patch.object(service, "bulk_insert_offers", capture):
@@ -203,14 +205,14 @@ def _copy_text(value: Any) -> str:
 
 def run_service(factory: sessionmaker[Session], seller: Seller, batch: Batch) -> tuple[float, dict[str, float]]:
     """Seconds for create_offers + commit, and how they split. The offers are validated as they
-    stream into the COPY, so validation and COPY are one phase, timed around ``bulk_insert_offers``;
-    the rest is loading the seller's sites and markets and the audit events' COPY."""
+    stream into the INSERTs (offers and audit events), so validation and writing are one phase,
+    timed around ``bulk_insert_offers``; the rest is loading the seller's sites and markets."""
     copy_seconds: list[float] = []
     real_insert = service.bulk_insert_offers
 
-    def timed_insert(session: Session, rows: Iterable[dict[str, Any]]) -> None:
+    def timed_insert(session: Session, rows: Iterable[dict[str, Any]], principal: Principal) -> None:
         start = time.perf_counter()
-        real_insert(session, rows)
+        real_insert(session, rows, principal)
         copy_seconds.append(time.perf_counter() - start)
 
     with mock.patch.object(service, "bulk_insert_offers", timed_insert):
@@ -466,8 +468,8 @@ def markdown(env: dict[str, Any], args: argparse.Namespace, result: dict[str, An
     phases = summary["service"]["phases_median_s"]
     lines += [
         "",
-        f"Service-level split (medians): offers validated as they stream into the COPY "
-        f"{phases['validate_and_copy']:.3f} s; the rest (sites and markets loaded, audit events) "
+        f"Service-level split (medians): offers validated as they stream into the INSERTs of the offers "
+        f"and their audit events {phases['validate_and_copy']:.3f} s; the rest (sites and markets loaded) "
         f"{phases['rest']:.3f} s; commit {phases['commit']:.3f} s.",
         f"Rows at the end: {result['final_rows']} (expected {result['expected_rows']}: the warm-ups, every timed "
         "batch of every path and the profiled batch; checked after every batch). After the warm-up each of its "
