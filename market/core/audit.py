@@ -276,17 +276,20 @@ def events_of_json_rows(
     action: str, object_type: str, *, principal: Principal | None = None
 ) -> tuple[str, dict[str, Any]]:
     """A PostgreSQL INSERT of one event per element of a JSON array of rows, and its parameters
-    but ``rows`` (the array's text, which the caller adds). Each event's object is its row's
-    ``id`` and its ``after`` is the row's JSON as sent, as :func:`record_many` would store it; the
-    events share actor, time and request (see :func:`event_row`). For batches whose rows are sent
-    as JSON anyway: the server reads the array once per statement and Python renders nothing."""
+    but ``rows`` (the array's text) and ``ids`` (the rows' ids in the same order), which the
+    caller adds. Each event's object is its row's id, passed apart so the server need not parse
+    every element again to find it, and its ``after`` is the row's JSON as sent, as
+    :func:`record_many` would store it. The events share actor, time and request (see
+    :func:`event_row`). For batches whose rows go to the server as JSON anyway: Python renders
+    nothing more for their events.
+    """
     event = event_row(action, object_type, uuid.UUID(int=0), principal=principal)
     sql = (
         "INSERT INTO audit_event (id, at, actor, actor_participant_id, actor_api_key_id, action, object_type,"
         " object_id, before, after, request_id)"
         " SELECT gen_random_uuid(), %(at)s, %(actor)s, %(actor_participant_id)s, %(actor_api_key_id)s,"
-        " %(action)s, %(object_type)s, (element ->> 'id')::uuid, NULL, element, %(request_id)s"
-        " FROM json_array_elements(%(rows)s::json) AS element"
+        " %(action)s, %(object_type)s, object_id, NULL, element, %(request_id)s"
+        " FROM unnest(%(ids)s::uuid[], ARRAY(SELECT json_array_elements(%(rows)s::json))) AS row_(object_id, element)"
     )
     keys = ("at", "actor", "actor_participant_id", "actor_api_key_id", "action", "object_type", "request_id")
     return sql, {key: event[key] for key in keys}

@@ -448,6 +448,7 @@ def create_offers(
 
 
 OFFER_COLUMNS = [c.name for c in FlexOffer.__table__.columns]
+_OFFER_COLUMN_SET = frozenset(OFFER_COLUMNS)
 BATCH_CHUNK_ROWS = 1_000
 _ROWS_JSON = msgspec.json.Encoder()
 _INSERT_OFFERS = sql.SQL(
@@ -491,9 +492,11 @@ def bulk_insert_offers(session: Session, rows: Iterable[dict[str, Any]], princip
 def _send_chunk(
     cursor: psycopg.Cursor[Any], chunk: list[dict[str, Any]], events_sql: str, events_params: dict[str, Any]
 ) -> None:
+    if chunk[0].keys() != _OFFER_COLUMN_SET:  # a missing key would be stored as NULL, silently
+        raise ValueError(f"an offer row must hold exactly the columns {sorted(_OFFER_COLUMN_SET)}")
     text = _ROWS_JSON.encode(chunk).decode()
     cursor.execute(_INSERT_OFFERS, {"rows": text})
-    cursor.execute(events_sql, {**events_params, "rows": text})
+    cursor.execute(events_sql, {**events_params, "rows": text, "ids": [row["id"] for row in chunk]})
 
 
 def _own_offer(session: Session, principal: Principal, offer_id: uuid.UUID) -> FlexOffer:
