@@ -394,7 +394,7 @@ def create_offer(session: Session, principal: Principal, data: FlexOfferCreate, 
 
 
 class _BatchRefused(Exception):
-    """Raised inside the COPY stream of a batch to abandon it: a bad offer was found."""
+    """Raised inside a batch's stream to the database to abandon it: a bad offer was found."""
 
 
 def create_offers(
