@@ -44,7 +44,6 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from market.auth.principal import Principal
 from market.auth.principal import Scope as KeyScope
-from market.core.bulk import CopyLines
 from market.core.db import Base, IdMixin, utcnow
 from market.core.errors import Forbidden
 from market.core.queries import Page, paginate
@@ -245,10 +244,9 @@ def _copy_text(column: str, value: Any) -> str:
 
 
 def _copy_lines(rows: Sequence[Mapping[str, Any]]) -> Iterator[str]:
-    # A batch's events share actor, action, time and request: each of those is rendered once.
-    line = CopyLines(AUDIT_COLUMNS, _copy_text, unique=("id", "object_id", "before", "after"))
     for offset in range(0, len(rows), _COPY_CHUNK_ROWS):
-        yield "".join([line(row) for row in rows[offset : offset + _COPY_CHUNK_ROWS]])
+        chunk = rows[offset : offset + _COPY_CHUNK_ROWS]
+        yield "".join("\t".join([_copy_text(c, row[c]) for c in AUDIT_COLUMNS]) + "\n" for row in chunk)
 
 
 def record_many(session: Session, rows: Sequence[Mapping[str, Any]]) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import io
 import uuid
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -43,37 +43,6 @@ def from_micro(value: int) -> Decimal:
     """Integer millionths as a decimal in its shortest form (``1500000`` → ``Decimal('1.5')``)."""
     scaled = Decimal(value).scaleb(-6)
     return scaled.quantize(Decimal(1)) if scaled == scaled.to_integral_value() else scaled.normalize()
-
-
-class CopyLines:
-    """Rows (mappings by column) as lines of COPY's text format, each ending in a newline.
-
-    ``text(column, value)`` renders one value (``\\N`` for NULL, escaped as COPY needs). Columns
-    outside ``unique`` repeat across a batch (its seller, market, actor, period...), so their text
-    is rendered once per distinct value and reused. Equal values can render differently (Decimal
-    ``1.0`` and ``1.00``, one instant in two offsets); the memo is only for columns whose type
-    stores such values as the same value (numeric, timestamptz, uuid, text of equal strings).
-    """
-
-    def __init__(self, columns: Sequence[str], text: Callable[[str, Any], str], *, unique: Collection[str]) -> None:
-        self._columns = [(column, column in unique) for column in columns]
-        self._text = text
-        self._memo: dict[tuple[str, Any], str] = {}
-
-    def __call__(self, row: Mapping[str, Any]) -> str:
-        memo, render = self._memo, self._text
-        texts: list[str] = []
-        for column, unique in self._columns:
-            value = row[column]
-            if unique or value is None:
-                texts.append(render(column, value))
-                continue
-            key = (column, value)  # by column too: True == 1
-            text = memo.get(key)
-            if text is None:
-                text = memo[key] = render(column, value)
-            texts.append(text)
-        return "\t".join(texts) + "\n"
 
 
 def _micro_text(column: str) -> pl.Expr:
