@@ -8,22 +8,34 @@ the request's value (or the next offer's price) is optimal.
 
 **Rule.** Let ``Λ*`` be the set of optimal duals. Each relief row's price is the midpoint of its
 valid price interval ``[min λ_i, max λ_i]`` over ``Λ*``. The two ends are optima of linear
-programs, so they are unique numbers whatever solver finds them. They are computed only for rows
-whose dual is not already pinned: ``λ_i`` is pinned when the reduced-cost equations of the
-columns strictly inside their bounds determine it (``e_i`` lies in the row space of those
-equations), and then the solver's own dual is the price.
+programs, so they are unique numbers whatever solver finds them. A row whose interval has no upper
+end (nothing can relieve it at the margin) takes its lower end.
+
+**How ``Λ*`` is found.** Complementary slackness with any optimal primal solution ``v`` describes
+every optimal dual of ``max c·v, G v ≤ h, lb ≤ v ≤ ub``: ``λ ≥ 0``, ``λ_i = 0`` where row ``i`` has
+slack, and per column ``j`` (``G_j`` its column over the binding rows)::
+
+    G_j·λ ≥ c_j  if v_j is at its lower bound,   G_j·λ ≤ c_j  at its upper bound,   = c_j  between.
+
+So ``Λ*`` lives in the space of the *binding* rows only, a few per congestion point and ISP, and
+columns with the same ``G_j`` (every offer of one congestion point, direction and ISP) collapse into
+one two-sided constraint with the tightest ends. Equations with a single unknown pin that ``λ``;
+substituting pinned values pins more (a row's price is then exact, computed from the bids, not
+read from the solver). Only rows still free need the two interval LPs, over the few unknowns left,
+each a warm-started re-solve in one HiGHS instance.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass
 
 import highspy
 import numpy as np
 import scipy.sparse as sp
 
-from market.clearing.model import RELIEF, FloatArray, LinearModel
+from market.clearing.model import RELIEF, FloatArray, IntArray, LinearModel
 from market.clearing.solve import Solution, SolverError
 
 
@@ -46,112 +58,151 @@ _first_highs_quietly()
 
 PRIMAL_TOL = 1e-6
 """kW: a value closer than this to a bound is at the bound."""
+BOUND_TOL = 5e-4
+"""kW: where a column or a row's slack sits for the dual face. Results are published to the watt
+(the engine snaps values within half a watt of a bound to it), so the face is that of the published
+solution; an interior-point solver's 1e-5 kW left on a rejected offer must not make it marginal."""
 PRICE_TOL = 1e-5
-SVD_TOL = 1e-9
-"""Relative size below which a singular value or a null-space component is zero."""
 """Currency per MWh: reduced costs smaller than this are zero."""
+FACE_TOL = 1e-7
+"""Currency per MWh: slack given to each face constraint, so the solver's last digits in ``v`` (which
+decide at which bound a column sits) cannot make the face empty."""
+_PATTERN_SEED = 20_270_101
 
 
-def binding_rows(model: LinearModel, v: FloatArray) -> np.ndarray:
+def binding_rows(model: LinearModel, v: FloatArray) -> IntArray:
     slack = model.h - model.G @ v
     return np.flatnonzero(np.abs(slack) <= PRIMAL_TOL * (1 + np.abs(model.h)))
 
 
-def interior_columns(model: LinearModel, v: FloatArray, lb: FloatArray, ub: FloatArray) -> np.ndarray:
+def interior_columns(model: LinearModel, v: FloatArray, lb: FloatArray, ub: FloatArray) -> IntArray:
     return np.flatnonzero((v > lb + PRIMAL_TOL) & (v < ub - PRIMAL_TOL))
 
 
-def unpinned_rows(model: LinearModel, v: FloatArray, duals: FloatArray, lb: FloatArray, ub: FloatArray) -> np.ndarray:
-    """Relief rows whose dual the equations of the interior columns do not determine."""
-    binding = binding_rows(model, v)
-    relief = set(np.flatnonzero(model.row_kind == RELIEF).tolist())
-    candidates = [i for i in binding.tolist() if i in relief]
-    if not candidates:
-        return np.zeros(0, dtype=np.int64)
-    interior = interior_columns(model, v, lb, ub)
-    if len(interior) == 0:
-        return np.asarray(candidates, dtype=np.int64)
-    # Equations: for each interior column j, Σ_i G[i, j] λ_i = c_j over the binding rows i.
-    equations = model.G[binding][:, interior].toarray().T
-    _, singular, vt = np.linalg.svd(equations, full_matrices=True)
-    rank = int(np.sum(singular > SVD_TOL * max(1.0, float(singular.max(initial=0.0)))))
-    null = vt[rank:]  # directions of λ over the binding rows that the equations leave free
-    position = {row: k for k, row in enumerate(binding.tolist())}
-    free = [i for i in candidates if null.shape[0] and np.any(np.abs(null[:, position[i]]) > SVD_TOL)]
-    return np.asarray(free, dtype=np.int64)
+@dataclass
+class DualFace:
+    """``Λ*`` over the binding rows: ``low ≤ A λ_B ≤ high``, ``λ_B ≥ 0``.
 
-
-def price_intervals(
-    model: LinearModel, lb: FloatArray, ub: FloatArray, rows: np.ndarray
-) -> tuple[FloatArray, FloatArray]:
-    """``min λ_i`` and ``max λ_i`` over the optimal dual face, for each row ``i`` in ``rows``.
-
-    Dual of ``max c·v, G v ≤ h, lb ≤ v ≤ ub``:  ``min h·λ + ub·μ − lb·ν``,
-    ``Gᵀλ + μ − ν = c``,  ``λ, μ, ν ≥ 0``. Its optimal face: objective ≤ welfare (+ tolerance).
-
-    The face is built once in HiGHS and only the objective changes from one end to the next, so
-    each end is a warm-started re-solve. The ends are optimal values of LPs, so they are the same
-    numbers whichever solver cleared the auction; HiGHS computes them in both cases.
+    Each row of ``A`` is one distinct column pattern ``G_j`` restricted to the binding rows ``rows``.
     """
-    m, n = model.G.shape
-    finite_lb = np.where(np.isfinite(lb), lb, 0.0)
-    eye = sp.identity(n, format="csr")
-    equalities = sp.hstack([model.G.T.tocsr(), eye, -eye], format="csr")
-    face = sp.csr_matrix(np.concatenate([model.h, ub, -finite_lb]).reshape(1, -1))
-    a = sp.vstack([equalities, face], format="csc")
-    lp = highspy.HighsLp()
-    lp.num_col_ = m + 2 * n
-    lp.num_row_ = n + 1
-    lp.col_cost_ = np.zeros(m + 2 * n)
-    lp.col_lower_ = np.zeros(m + 2 * n)
-    lp.col_upper_ = np.full(m + 2 * n, highspy.kHighsInf)
-    lp.row_lower_ = np.concatenate([model.c, [-highspy.kHighsInf]])
-    lp.row_upper_ = np.concatenate([model.c, [highspy.kHighsInf]])
-    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
-    lp.a_matrix_.start_ = a.indptr
-    lp.a_matrix_.index_ = a.indices
-    lp.a_matrix_.value_ = a.data
-    highs = highspy.Highs()
-    highs.setOptionValue("output_flag", False)
-    # First the dual optimum itself, by this solver, so the face is consistent whatever solver found
-    # ``welfare``; then hold the dual objective there and move one λ at a time.
-    dual_cost = np.concatenate([model.h, ub, -finite_lb])
-    lp.col_cost_ = dual_cost
-    highs.passModel(lp)
-    highs.run()
-    if highs.getModelStatus() != highspy.HighsModelStatus.kOptimal:
-        raise SolverError(f"dual LP ended with {highs.modelStatusToString(highs.getModelStatus())}")
-    optimum = highs.getInfo().objective_function_value
-    tolerance = 1e-9 * max(1.0, abs(optimum))
-    highs.changeRowBounds(n, -highspy.kHighsInf, optimum + tolerance)
-    highs.changeColsCost(m + 2 * n, np.arange(m + 2 * n, dtype=np.int32), np.zeros(m + 2 * n))
-    low, high = np.zeros(len(rows)), np.zeros(len(rows))
-    for k, row in enumerate(rows.tolist()):
-        for sign, out in ((1.0, low), (-1.0, high)):
-            highs.changeColCost(row, sign)
-            highs.run()
-            status = highs.getModelStatus()
-            if sign < 0 and status == highspy.HighsModelStatus.kUnbounded:
-                # No upper end: nothing can relieve the row at the margin (demand left unmet, or
-                # opposing requests at one point). Its price is then the lowest valid one.
-                out[k] = low[k]
-                continue
-            if status != highspy.HighsModelStatus.kOptimal:
-                raise SolverError(f"price interval LP ended with {highs.modelStatusToString(status)}")
-            out[k] = max(sign * highs.getInfo().objective_function_value, 0.0)
-        highs.changeColCost(row, 0.0)
-    return low, high
+
+    rows: IntArray
+    A: sp.csr_matrix
+    low: FloatArray
+    high: FloatArray
+
+    @classmethod
+    def of(cls, model: LinearModel, v: FloatArray, lb: FloatArray, ub: FloatArray) -> DualFace:
+        slack = model.h - model.G @ v
+        rows = np.flatnonzero(np.abs(slack) <= BOUND_TOL * (1 + np.abs(model.h)))
+        g = model.G[rows].tocsc()
+        movable = (ub - lb > BOUND_TOL) & (np.diff(g.indptr) > 0)
+        at_lb = v <= lb + BOUND_TOL
+        at_ub = v >= ub - BOUND_TOL
+        # Same pattern, same key: two random projections of the column (identical columns give
+        # identical floats, as the sparse product sums the same entries in the same order).
+        rng = np.random.default_rng(_PATTERN_SEED)
+        keys = np.column_stack([g.T @ rng.standard_normal(len(rows)) for _ in range(2)])
+        cols = np.flatnonzero(movable)
+        _, first, group = np.unique(keys[cols], axis=0, return_index=True, return_inverse=True)
+        group = group.reshape(-1)
+        c = model.c[cols]
+        low = np.full(len(first), -np.inf)
+        high = np.full(len(first), np.inf)
+        # At its lower bound (or between): G_j·λ ≥ c_j; at its upper bound (or between): ≤ c_j.
+        below = ~at_ub[cols] | at_lb[cols]
+        above = ~at_lb[cols] | at_ub[cols]
+        np.maximum.at(low, group[below], c[below])
+        np.minimum.at(high, group[above], c[above])
+        return cls(rows=rows, A=g[:, cols[first]].T.tocsr(), low=low, high=high)
+
+    def pinned(self) -> FloatArray:
+        """``λ`` of each binding row that the equations fix, by substitution; NaN where free."""
+        value = np.full(len(self.rows), np.nan)
+        finite = np.isfinite(self.low) & np.isfinite(self.high)
+        equal = finite & (self.high - self.low <= FACE_TOL * (1 + np.abs(self.low)))
+        a = self.A[equal].tocsr()
+        target = (self.low[equal] + self.high[equal]) / 2
+        while a.shape[0]:
+            unknown = np.isnan(value)
+            known = np.where(unknown, 0.0, value)
+            rest = target - a @ known
+            a_unknown = a @ sp.diags(unknown.astype(np.float64))
+            a_unknown.eliminate_zeros()
+            counts = np.diff(a_unknown.indptr)
+            single = np.flatnonzero(counts == 1)
+            if not len(single):
+                break
+            var = a_unknown.indices[a_unknown.indptr[single]]
+            coef = a_unknown.data[a_unknown.indptr[single]]
+            # One equation per variable (the first); others that pin it agree up to rounding.
+            var, pick = np.unique(var, return_index=True)
+            value[var] = np.maximum(rest[single[pick]] / coef[pick], 0.0)
+            keep = counts > 1
+            a, target = a[keep], target[keep]
+        return value
+
+    def intervals(self, free: IntArray, pinned: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """``min λ`` and ``max λ`` over the face for the binding rows at positions ``free``.
+
+        The pinned values are substituted, leaving an LP in the unknown ``λ`` only; it is passed to
+        HiGHS once and each end is a warm-started re-solve with another objective.
+        """
+        unknown = np.flatnonzero(np.isnan(pinned))
+        position = np.full(len(self.rows), -1)
+        position[unknown] = np.arange(len(unknown))
+        known = np.where(np.isnan(pinned), 0.0, pinned)
+        shift = self.A @ known
+        rows = self.A[:, unknown].tocsr()
+        use = np.diff(rows.indptr) > 0
+        a = rows[use].tocsc()
+        slack = FACE_TOL * (1 + np.abs(np.where(np.isfinite(self.low), self.low, 0.0)))[use]
+        lp = highspy.HighsLp()
+        lp.num_col_ = len(unknown)
+        lp.num_row_ = a.shape[0]
+        lp.col_cost_ = np.zeros(len(unknown))
+        lp.col_lower_ = np.zeros(len(unknown))
+        lp.col_upper_ = np.full(len(unknown), highspy.kHighsInf)
+        lp.row_lower_ = np.where(np.isfinite(self.low[use]), self.low[use] - shift[use] - slack, -highspy.kHighsInf)
+        lp.row_upper_ = np.where(np.isfinite(self.high[use]), self.high[use] - shift[use] + slack, highspy.kHighsInf)
+        lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+        lp.a_matrix_.start_ = a.indptr
+        lp.a_matrix_.index_ = a.indices
+        lp.a_matrix_.value_ = a.data
+        highs = highspy.Highs()
+        highs.setOptionValue("output_flag", False)
+        highs.passModel(lp)
+        low, high = np.zeros(len(free)), np.zeros(len(free))
+        for k, col in enumerate(position[free].tolist()):
+            for sign, out in ((1.0, low), (-1.0, high)):
+                highs.changeColCost(col, sign)
+                highs.run()
+                status = highs.getModelStatus()
+                if sign < 0 and status == highspy.HighsModelStatus.kUnbounded:
+                    # No upper end: nothing can relieve the row at the margin (demand left unmet,
+                    # or opposing requests at one point). Its price is then the lowest valid one.
+                    out[k] = low[k]
+                    continue
+                if status != highspy.HighsModelStatus.kOptimal:
+                    raise SolverError(f"price interval LP ended with {highs.modelStatusToString(status)}")
+                out[k] = max(sign * highs.getInfo().objective_function_value, 0.0)
+            highs.changeColCost(col, 0.0)
+        return low, high
 
 
 def row_prices(model: LinearModel, solution: Solution, lb: FloatArray, ub: FloatArray) -> tuple[FloatArray, bool]:
-    """Prices for every row of the model by the rule above; also whether any dual was degenerate."""
-    free = unpinned_rows(model, solution.v, solution.duals, lb, ub)
-    if len(free) == 0:
-        return solution.duals, False
-    low, high = price_intervals(model, lb, ub, free)
-    prices = solution.duals.copy()
-    prices[free] = (low + high) / 2
-    return prices, True
+    """Prices for every row of the model by the rule above; also whether any relief row's dual was
+    not unique."""
+    face = DualFace.of(model, solution.v, lb, ub)
+    pinned = face.pinned()
+    prices = np.zeros(model.G.shape[0])
+    free = np.flatnonzero(np.isnan(pinned) & (model.row_kind[face.rows] == RELIEF))
+    if len(free):
+        low, high = face.intervals(free, pinned)
+        pinned = pinned.copy()
+        pinned[free] = (low + high) / 2
+    prices[face.rows] = np.nan_to_num(pinned, nan=0.0)
+    return prices, bool(len(free))
 
 
 def reduced_costs(model: LinearModel, duals: FloatArray) -> FloatArray:
