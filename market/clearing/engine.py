@@ -21,12 +21,15 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import scipy.sparse as sp
 
 from market.clearing.book import (
@@ -42,8 +45,8 @@ from market.clearing.book import (
     RequestAward,
     book_to_json,
 )
-from market.clearing.decompose import isp_components, links_isps
-from market.clearing.model import RELIEF, A, FlatBook, LinearModel, X, Y, build_model
+from market.clearing.decompose import isp_components
+from market.clearing.model import RELIEF, A, FlatBook, FloatArray, IntArray, LinearModel, X, Y, build_model
 from market.clearing.pricing import PRICE_TOL, has_alternative_optima, reduced_costs, row_prices
 from market.clearing.solve import DEFAULT_SOLVER, Solution, solve
 
@@ -85,41 +88,16 @@ def book_hash(book: OrderBook) -> str:
 
 def clear(book: OrderBook, solver: str = DEFAULT_SOLVER) -> ClearingResult:
     """Clear ``book``. Same book (in any order), same result."""
-    offers = sorted(book.offers, key=lambda o: (o.submitted_at, o.id))
-    requests = sorted(book.requests, key=lambda r: (r.submitted_at, r.id))
-    points = sorted(
-        {p for pair in book.relief for p in pair}
-        | {o.congestion_point for o in offers}
-        | {r.congestion_point for r in requests}
-    )
-    point_index = {p: i for i, p in enumerate(points)}
-    relief = sp.csr_matrix(
-        (
-            list(book.relief.values()),
-            ([point_index[s] for s, _ in book.relief], [point_index[t] for _, t in book.relief]),
-        ),
-        shape=(len(points), len(points)),
-    )
-    rank = {o.id: i for i, o in enumerate(offers)}
-    components = isp_components(len(book.isps), offers)
-
-    tally = _Tally(
-        rule=book.pricing_rule,
-        accepted={o.id: {} for o in offers},
-        paid={o.id: {} for o in offers},
-        procured={r.id: {} for r in requests},
-    )
-    welfare = 0.0
-    degenerate_components = 0
-
+    columns = _Columns.of(book)
+    components = isp_components(len(book.isps), columns.offers)
     component_of = np.empty(len(book.isps), dtype=np.int64)
     for c, isps in enumerate(components):
         component_of[isps] = c
-    offers_in = _by_component(offers, component_of, len(components))
-    requests_in = _by_component(requests, component_of, len(components))
-    for c, isps in enumerate(components):
-        component = _component_book(book, isps, offers_in[c], requests_in[c], points, relief, point_index, rank)
-        if not component.requests:
+    tally = _Tally.empty(book.pricing_rule, columns)
+    welfare = 0.0
+    degenerate_components = 0
+    for component in columns.components(components, component_of, book.isp_hours):
+        if not component.n_requests:
             continue  # nothing to relieve: every offer here is rejected with no_request
         model = build_model(component)
         solution, lb, ub = _solve_component(model, solver)
@@ -130,17 +108,9 @@ def clear(book: OrderBook, solver: str = DEFAULT_SOLVER) -> ClearingResult:
         welfare += solution.objective
         tally.collect(component, model, solution, prices)
 
-    awards, rejections = _awards(offers, tally)
-    request_awards = tuple(
-        RequestAward(
-            r.id,
-            r.first_isp,
-            tuple(_kw(tally.procured[r.id].get(r.first_isp + j, 0.0)) for j in range(len(r.quantities_kw))),
-        )
-        for r in sorted(requests, key=lambda r: r.id)
-        if any(v > RESULT_TOL for v in tally.procured[r.id].values())
-    )
-    money_welfare = _welfare(book, offers, requests, awards, request_awards)
+    awards, rejections = _awards(columns, tally)
+    request_awards = _request_awards(columns, tally)
+    money_welfare = _welfare(book, columns, tally, request_awards)
     result = ClearingResult(
         awards=awards,
         rejections=rejections,
@@ -193,65 +163,148 @@ def result_hash(result: ClearingResult) -> str:
     )
 
 
-def _by_component(orders: list[Any], component_of: np.ndarray, count: int) -> list[list[Any]]:
-    """The orders touching each component, in their original order, each listed once per component."""
-    lists: list[list[Any]] = [[] for _ in range(count)]
-    for order in orders:
-        seen: set[int] = set()
-        for j, q in enumerate(order.quantities_kw):
-            if q > 0:
-                c = int(component_of[order.first_isp + j])
-                if c not in seen:
-                    seen.add(c)
-                    lists[c].append(order)
-    return lists
+@dataclass
+class _Slots:
+    """Every (order, ISP) position of a list of orders, order by order: ``kw`` at ISP ``isp`` of
+    order ``order``; ``start[i]:start[i + 1]`` are order ``i``'s positions."""
+
+    order: IntArray
+    isp: IntArray
+    kw: FloatArray
+    start: IntArray
+
+    @classmethod
+    def of(cls, orders: Sequence[Offer] | Sequence[Request]) -> _Slots:
+        lengths = np.fromiter((len(o.quantities_kw) for o in orders), dtype=np.int64, count=len(orders))
+        start = np.zeros(len(orders) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=start[1:])
+        kw = np.fromiter(
+            itertools.chain.from_iterable(o.quantities_kw for o in orders), dtype=np.float64, count=int(start[-1])
+        )
+        first = np.fromiter((o.first_isp for o in orders), dtype=np.int64, count=len(orders))
+        order = np.repeat(np.arange(len(orders), dtype=np.int64), lengths)
+        isp = np.repeat(first - start[:-1], lengths) + np.arange(int(start[-1]), dtype=np.int64)
+        return cls(order, isp, kw, start)
 
 
-def _component_book(
-    book: OrderBook,
-    isps: list[int],
-    offers: list[Offer],
-    requests: list[Request],
-    points: list[str],
-    relief: sp.csr_matrix,
-    point_index: dict[str, int],
-    rank: dict[str, int],
-) -> FlatBook:
-    first, last = isps[0], isps[-1]
-    members = set(isps)
-    contiguous = last - first + 1 == len(isps)
-    # Only this component's ISPs of an order that links nothing (linking offers lie inside by construction).
-    chosen = [o if links_isps(o) else _clip(o, first, last, None if contiguous else members) for o in offers]
-    chosen_requests = [_clip(r, first, last, None if contiguous else members) for r in requests]
-    span = list(range(first, last + 1))
-    return FlatBook(
-        isps=span,
-        points=points,
-        relief=relief,
-        offers=chosen,
-        requests=chosen_requests,
-        offer_point=np.asarray([point_index[o.congestion_point] for o in chosen], dtype=np.int64),
-        offer_direction=np.asarray([o.direction for o in chosen], dtype=np.int64),
-        offer_rank=np.asarray([rank[o.id] for o in chosen], dtype=np.int64),
-        request_point=np.asarray([point_index[r.congestion_point] for r in chosen_requests], dtype=np.int64),
-        request_direction=np.asarray([r.direction for r in chosen_requests], dtype=np.int64),
-        isp_hours=book.isp_hours,
-    )
+@dataclass
+class _Columns:
+    """The whole book as arrays, built once: offers and requests in time priority, their slots and
+    per-offer attributes. Components are cut from it by ISP (:meth:`components`)."""
+
+    offers: list[Offer]
+    requests: list[Request]
+    points: list[str]
+    relief: sp.csr_matrix
+    offer_point: IntArray
+    offer_direction: IntArray
+    tranche_share: FloatArray
+    tranche_price: FloatArray
+    tranche_count: IntArray
+    offer_block: npt.NDArray[np.bool_]
+    offer_storage: npt.NDArray[np.bool_]
+    offer_min_fraction: FloatArray
+    slots: _Slots
+    request_point: IntArray
+    request_direction: IntArray
+    request_value: FloatArray
+    request_slots: _Slots
+
+    @classmethod
+    def of(cls, book: OrderBook) -> _Columns:
+        offers = sorted(book.offers, key=lambda o: (o.submitted_at, o.id))
+        requests = sorted(book.requests, key=lambda r: (r.submitted_at, r.id))
+        points = sorted(
+            {p for pair in book.relief for p in pair}
+            | {o.congestion_point for o in offers}
+            | {r.congestion_point for r in requests}
+        )
+        point_index = {p: i for i, p in enumerate(points)}
+        relief = sp.csr_matrix(
+            (
+                list(book.relief.values()),
+                ([point_index[s] for s, _ in book.relief], [point_index[t] for _, t in book.relief]),
+            ),
+            shape=(len(points), len(points)),
+        )
+        depth = max((len(o.tranches) for o in offers), default=1)
+        share = np.zeros((len(offers), depth))
+        price = np.zeros((len(offers), depth))
+        count = np.zeros(len(offers), dtype=np.int64)
+        for i, offer in enumerate(offers):
+            count[i] = len(offer.tranches)
+            for k, (s, p) in enumerate(offer.tranches):
+                share[i, k] = s
+                price[i, k] = p
+        return cls(
+            offers=offers,
+            requests=requests,
+            points=points,
+            relief=relief,
+            offer_point=np.asarray([point_index[o.congestion_point] for o in offers], dtype=np.int64),
+            offer_direction=np.asarray([o.direction for o in offers], dtype=np.int64),
+            tranche_share=share,
+            tranche_price=price,
+            tranche_count=count,
+            offer_block=np.asarray([o.block for o in offers], dtype=bool),
+            offer_storage=np.asarray([o.storage is not None for o in offers], dtype=bool),
+            offer_min_fraction=np.asarray([o.min_fraction for o in offers], dtype=np.float64),
+            slots=_Slots.of(offers),
+            request_point=np.asarray([point_index[r.congestion_point] for r in requests], dtype=np.int64),
+            request_direction=np.asarray([r.direction for r in requests], dtype=np.int64),
+            request_value=np.asarray([r.value_per_mwh for r in requests], dtype=np.float64),
+            request_slots=_Slots.of(requests),
+        )
+
+    def components(self, components: list[list[int]], component_of: IntArray, isp_hours: float) -> Iterator[FlatBook]:
+        """One :class:`FlatBook` per component: the entries (positive kW) at its ISPs. Linking offers
+        lie inside one component (see :mod:`market.clearing.decompose`); any other order contributes
+        only its ISPs in the component."""
+        entries = np.flatnonzero(self.slots.kw > 0)
+        request_entries = np.flatnonzero(self.request_slots.kw > 0)
+        by_offer = _split(entries, component_of[self.slots.isp[entries]], len(components))
+        by_request = _split(request_entries, component_of[self.request_slots.isp[request_entries]], len(components))
+        for isps, ids, request_ids in zip(components, by_offer, by_request, strict=True):
+            first = isps[0]
+            offer_ids, entry_offer = np.unique(self.slots.order[ids], return_inverse=True)
+            request_of, entry_request = np.unique(self.request_slots.order[request_ids], return_inverse=True)
+            yield FlatBook(
+                isps=list(range(first, isps[-1] + 1)),
+                points=self.points,
+                relief=self.relief,
+                all_offers=self.offers,
+                offer_ids=offer_ids,
+                all_requests=self.requests,
+                request_ids=request_of,
+                offer_point=self.offer_point[offer_ids],
+                offer_direction=self.offer_direction[offer_ids],
+                offer_rank=offer_ids,
+                tranche_share=self.tranche_share[offer_ids],
+                tranche_price=self.tranche_price[offer_ids],
+                tranche_count=self.tranche_count[offer_ids],
+                offer_block=self.offer_block[offer_ids],
+                offer_storage=self.offer_storage[offer_ids],
+                offer_min_fraction=self.offer_min_fraction[offer_ids],
+                entry_offer=entry_offer.reshape(-1).astype(np.int64),
+                entry_isp=self.slots.isp[ids] - first,
+                entry_kw=self.slots.kw[ids],
+                entry_id=ids,
+                request_point=self.request_point[request_of],
+                request_direction=self.request_direction[request_of],
+                request_value=self.request_value[request_of],
+                request_entry=entry_request.reshape(-1).astype(np.int64),
+                request_isp=self.request_slots.isp[request_ids] - first,
+                request_kw=self.request_slots.kw[request_ids],
+                request_entry_id=request_ids,
+                isp_hours=isp_hours,
+            )
 
 
-OrderT = TypeVar("OrderT", Offer, Request)
-
-
-def _clip(order: OrderT, first: int, last: int, members: set[int] | None) -> OrderT:
-    """The part of an order's profile inside ISPs ``first..last`` (and in ``members``, if given)."""
-    lo = max(order.first_isp, first)
-    hi = min(order.first_isp + len(order.quantities_kw), last + 1)
-    part = order.quantities_kw[lo - order.first_isp : hi - order.first_isp]
-    if members is not None:
-        part = tuple(v if lo + j in members else 0.0 for j, v in enumerate(part))
-    elif lo == order.first_isp and len(part) == len(order.quantities_kw):
-        return order
-    return dataclasses.replace(order, first_isp=lo, quantities_kw=part)
+def _split(ids: IntArray, key: IntArray, count: int) -> list[IntArray]:
+    """``ids`` grouped by ``key`` (``0..count-1``), each group in its original order."""
+    order = np.argsort(key, kind="stable")
+    bounds = np.searchsorted(key[order], np.arange(count + 1))
+    return [ids[order[bounds[c] : bounds[c + 1]]] for c in range(count)]
 
 
 def _solve_component(model: LinearModel, solver: str) -> tuple[Solution, np.ndarray, np.ndarray]:
@@ -274,17 +327,12 @@ def _tie_break(
     """
     secondary = np.zeros(model.n)
     is_y = model.col_kind == Y
-    request_rank = (
-        np.asarray([(r.submitted_at, r.id) for r in component.requests], dtype=object).tolist()
-        if component.requests
-        else []
-    )
-    order_of_request = {key[1]: k for k, key in enumerate(sorted(tuple(x) for x in request_rank))}
-    n_requests = max(len(component.requests), 1)
-    y_rank = np.asarray([order_of_request[component.requests[int(o)].id] for o in model.col_order[is_y]], dtype=float)
+    # A component's requests are in time priority: the local index is the rank.
+    n_requests = max(component.n_requests, 1)
+    y_rank = model.col_order[is_y].astype(np.float64)
     secondary[is_y] = 1.0 + 0.5 * (n_requests - y_rank) / (n_requests + 1)
     flex = (model.col_kind == X) | (model.col_kind == A)
-    n_offers = max(len(component.offers), 1)
+    n_offers = max(component.n_offers, 1)
     _, order = np.unique(component.offer_rank[model.col_order[flex]], return_inverse=True)
     weight = 0.5 * (order + 1) / (n_offers + 1)
     if np.any(model.col_kind == A):
@@ -309,178 +357,203 @@ def _tie_break(
 
 @dataclasses.dataclass
 class _Tally:
-    """What the components of one clearing add up to, per offer, request and point."""
+    """What the components of one clearing add up to, per offer slot, request slot and point."""
 
     rule: PricingRule
-    accepted: dict[str, dict[int, float]]
-    paid: dict[str, dict[int, float]]
-    procured: dict[str, dict[int, float]]
-    activation: dict[str, float] = dataclasses.field(default_factory=dict)
+    accepted: FloatArray
+    """kW per offer slot (0 where nothing was accepted)."""
+    paid: FloatArray
+    """Price per offer slot where something was accepted."""
+    procured: FloatArray
+    """kW per request slot."""
+    activation: FloatArray
+    reachable: npt.NDArray[np.bool_]
+    """Per offer: some request in its direction on its path at one of its ISPs."""
+    best_value: FloatArray
+    """Per offer: the highest locational value of its relief over its reachable ISPs."""
     points: list[PointResult] = dataclasses.field(default_factory=list)
-    reachable: set[str] = dataclasses.field(default_factory=set)
-    value_of: dict[str, list[float]] = dataclasses.field(default_factory=dict)
-    target_cache: dict[int, list[tuple[int, float]]] = dataclasses.field(default_factory=dict)
 
-    def _targets(self, relief: sp.csr_matrix, point: int) -> list[tuple[int, float]]:
-        """(target, factor) pairs a kW at ``point`` relieves; the relief matrix is the same for every
-        component of a clearing, so it is read once per point."""
-        cached = self.target_cache.get(point)
-        if cached is None:
-            lo, hi = relief.indptr[point], relief.indptr[point + 1]
-            cached = list(zip(relief.indices[lo:hi].tolist(), relief.data[lo:hi].tolist(), strict=True))
-            self.target_cache[point] = cached
-        return cached
+    @classmethod
+    def empty(cls, rule: PricingRule, columns: _Columns) -> _Tally:
+        n_offers = len(columns.offers)
+        return cls(
+            rule=rule,
+            accepted=np.zeros(len(columns.slots.kw)),
+            paid=np.zeros(len(columns.slots.kw)),
+            procured=np.zeros(len(columns.request_slots.kw)),
+            activation=np.zeros(n_offers),
+            reachable=np.zeros(n_offers, dtype=bool),
+            best_value=np.full(n_offers, -np.inf),
+        )
 
-    def collect(self, component: FlatBook, model: LinearModel, solution: Solution, prices: np.ndarray) -> None:
+    def collect(self, component: FlatBook, model: LinearModel, solution: Solution, prices: FloatArray) -> None:
         v = np.where(
             np.abs(solution.v - model.lb) <= RESULT_TOL,
             model.lb,
             np.where(np.abs(solution.v - model.ub) <= RESULT_TOL, model.ub, solution.v),
         )
-        price_at = self._points(component, model, v, prices)
+        value, helps = self._points(component, model, v, prices)
         kw, bid_money = self._flex(component, model, v)
-        self._offers(component, price_at, kw, bid_money)
-        base = component.isps[0]
-        for j in np.flatnonzero(model.col_kind == Y).tolist():
-            request = component.requests[int(model.col_order[j])]
-            isp = base + int(model.col_isp[j])
-            self.procured[request.id][isp] = self.procured[request.id].get(isp, 0.0) + float(v[j])
+        self._offers(component, value, helps, kw, bid_money)
+        is_y = model.col_kind == Y
+        # The y columns are the component's request entries, in order (build_model).
+        self.procured[component.request_entry_id] += v[is_y]
 
     def _points(
-        self, component: FlatBook, model: LinearModel, v: np.ndarray, prices: np.ndarray
-    ) -> dict[tuple[int, int, int], float]:
-        price_at: dict[tuple[int, int, int], float] = {}
+        self, component: FlatBook, model: LinearModel, v: FloatArray, prices: FloatArray
+    ) -> tuple[FloatArray, npt.NDArray[np.bool_]]:
+        """Point results; and per offer entry, its locational value and whether it can help."""
+        rows = np.flatnonzero(model.row_kind == RELIEF)
         is_y = model.col_kind == Y
-        for i in np.flatnonzero(model.row_kind == RELIEF).tolist():
-            key = (int(model.row_point[i]), int(model.row_isp[i]), int(model.row_direction[i]))
-            price_at[key] = float(prices[i])
-            in_row = is_y & (model.G[i].toarray().reshape(-1) > 0)
-            requested, got = _kw(float(model.ub[in_row].sum())), _kw(float(v[in_row].sum()))
+        g_y = model.G[rows][:, is_y]
+        requested, got = g_y @ model.ub[is_y], g_y @ v[is_y]
+        point, isp, direction = model.row_point[rows], model.row_isp[rows], model.row_direction[rows]
+        side = np.where(direction == 1, 0, 1)
+        shape = (len(component.points), component.n_isps, 2)
+        price = np.zeros(shape)
+        price[point, isp, side] = prices[rows]
+        has_row = np.zeros(shape, dtype=bool)
+        has_row[point, isp, side] = True
+        base = component.isps[0]
+        for i in range(len(rows)):
+            asked, procured = _kw(float(requested[i])), _kw(float(got[i]))
             self.points.append(
                 PointResult(
-                    congestion_point=component.points[key[0]],
-                    isp=component.isps[0] + key[1],
-                    direction=key[2],
-                    requested_kw=requested,
-                    procured_kw=got,
-                    unmet_kw=requested - got,
-                    price_per_mwh=_price(float(prices[i])),
+                    congestion_point=component.points[int(point[i])],
+                    isp=base + int(isp[i]),
+                    direction=int(direction[i]),
+                    requested_kw=asked,
+                    procured_kw=procured,
+                    unmet_kw=asked - procured,
+                    price_per_mwh=_price(float(prices[rows[i]])),
                 )
             )
-        return price_at
+        # Locational value of a kW up at (source, t): Σ sensitivity × (price up − price down) over
+        # the points it relieves; a kW down earns the opposite. It helps if a request in its own
+        # direction sits on its path.
+        relief = component.relief
+        up_value = relief @ (price[:, :, 0] - price[:, :, 1])
+        pattern = relief.copy()
+        pattern.data = np.ones_like(pattern.data)
+        reaches_up, reaches_down = pattern @ has_row[:, :, 0], pattern @ has_row[:, :, 1]
+        src = component.offer_point[component.entry_offer]
+        t = component.entry_isp
+        up = component.offer_direction[component.entry_offer] == 1
+        value = np.where(up, up_value[src, t], -up_value[src, t])
+        helps = np.where(up, reaches_up[src, t], reaches_down[src, t]) > 0
+        return value, helps
 
-    def _flex(
-        self, component: FlatBook, model: LinearModel, v: np.ndarray
-    ) -> tuple[dict[tuple[int, int], float], dict[tuple[int, int], float]]:
-        """kW accepted per (offer, local ISP), and what it costs at the offers' own tranche prices."""
-        kw: dict[tuple[int, int], float] = {}
-        bid_money: dict[tuple[int, int], float] = {}
-        for j in np.flatnonzero(model.col_kind == X).tolist():
-            key = (int(model.col_order[j]), int(model.col_isp[j]))
-            kw[key] = kw.get(key, 0.0) + v[j]
-            bid_money[key] = bid_money.get(key, 0.0) - v[j] * model.c[j]
-        base = component.isps[0]
+    def _flex(self, component: FlatBook, model: LinearModel, v: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """kW accepted per entry, and what it costs at the offers' own tranche prices."""
+        n_entries = len(component.entry_offer)
+        key = component.entry_offer * component.n_isps + component.entry_isp  # ascending
+        is_x = model.col_kind == X
+        at = np.searchsorted(key, model.col_order[is_x] * component.n_isps + model.col_isp[is_x])
+        kw = np.bincount(at, weights=v[is_x], minlength=n_entries).astype(np.float64)
+        bid_money = np.bincount(at, weights=-v[is_x] * model.c[is_x], minlength=n_entries).astype(np.float64)
         for j in np.flatnonzero(model.col_kind == A).tolist():
             o = int(model.col_order[j])
-            offer = component.offers[o]
-            self.activation[offer.id] = self.activation.get(offer.id, 0.0) + v[j]
+            offer = component.offer(o)
+            self.activation[component.offer_ids[o]] += v[j]
             total_kw = float(sum(offer.quantities_kw))
             tranche_price = -model.c[j] / total_kw if total_kw else 0.0
-            for jj, q in enumerate(offer.quantities_kw):
-                if q > 0:
-                    key = (o, offer.first_isp + jj - base)
-                    kw[key] = kw.get(key, 0.0) + v[j] * q
-                    bid_money[key] = bid_money.get(key, 0.0) + v[j] * q * tranche_price
+            mine = np.flatnonzero(component.entry_offer == o)
+            kw[mine] += v[j] * component.entry_kw[mine]
+            bid_money[mine] += v[j] * component.entry_kw[mine] * tranche_price
         return kw, bid_money
 
     def _offers(
         self,
         component: FlatBook,
-        price_at: dict[tuple[int, int, int], float],
-        kw: dict[tuple[int, int], float],
-        bid_money: dict[tuple[int, int], float],
+        value: FloatArray,
+        helps: npt.NDArray[np.bool_],
+        kw: FloatArray,
+        bid_money: FloatArray,
     ) -> None:
-        base = component.isps[0]
-        for o, offer in enumerate(component.offers):
-            targets = self._targets(component.relief, int(component.offer_point[o]))
-            for jj, q in enumerate(offer.quantities_kw):
-                if q <= 0:
-                    continue
-                t = offer.first_isp + jj - base
-                relieved = [
-                    (target, factor)
-                    for target, factor in targets
-                    if (target, t, 1) in price_at or (target, t, -1) in price_at
-                ]
-                # "No request it can relieve": no request in the offer's own direction on its path.
-                helps = any((target, t, offer.direction) in price_at for target, _ in relieved)
-                # Locational value: Σ sensitivity × (price in the offer's direction − price against it).
-                value = sum(
-                    factor
-                    * (
-                        price_at.get((target, t, offer.direction), 0.0)
-                        - price_at.get((target, t, -offer.direction), 0.0)
-                    )
-                    for target, factor in relieved
-                )
-                if helps:
-                    self.reachable.add(offer.id)
-                    self.value_of.setdefault(offer.id, []).append(value)
-                amount = kw.get((o, t), 0.0)
-                if amount <= RESULT_TOL:
-                    continue
-                isp = base + t
-                self.accepted[offer.id][isp] = self.accepted[offer.id].get(isp, 0.0) + amount
-                pay_as_clear = self.rule is PricingRule.PAY_AS_CLEAR
-                self.paid[offer.id][isp] = value if pay_as_clear else bid_money[(o, t)] / amount
+        offer = component.offer_ids[component.entry_offer]
+        self.reachable[offer[helps]] = True
+        np.maximum.at(self.best_value, offer[helps], value[helps])
+        got = kw > RESULT_TOL
+        slot = component.entry_id[got]
+        self.accepted[slot] += kw[got]
+        pay_as_clear = self.rule is PricingRule.PAY_AS_CLEAR
+        self.paid[slot] = value[got] if pay_as_clear else bid_money[got] / kw[got]
 
 
-def _awards(offers: Iterable[Offer], tally: _Tally) -> tuple[tuple[Award, ...], tuple[Rejection, ...]]:
+def _decimals(values: FloatArray, places: int) -> list[Decimal]:
+    """``values`` rounded half-even to ``places`` decimals (after rounding to 6), as Decimals."""
+    micro = np.rint(np.asarray(values, dtype=np.float64) * 1e6).astype(np.int64)
+    scale = 10 ** (6 - places)
+    whole, rest = np.divmod(micro, scale)
+    whole += (rest > scale // 2) | ((rest == scale // 2) & (whole % 2 == 1))
+    cache: dict[int, Decimal] = {}
+    out = []
+    for n in whole.tolist():
+        d = cache.get(n)
+        if d is None:
+            d = cache[n] = Decimal(n).scaleb(-places)
+        out.append(d)
+    return out
+
+
+def _awards(columns: _Columns, tally: _Tally) -> tuple[tuple[Award, ...], tuple[Rejection, ...]]:
+    slots = columns.slots
+    got = tally.accepted > RESULT_TOL
+    kw = _decimals(np.where(got, tally.accepted, 0.0), 3)
+    zero = Decimal(0)
+    paid = _decimals(np.where(got, tally.paid, 0.0), 4)
+    awarded = np.bincount(slots.order[got], minlength=len(columns.offers)) > 0
+    first_price = columns.tranche_price[:, 0]
     awards: list[Award] = []
     rejections: list[Rejection] = []
-    for offer in sorted(offers, key=lambda o: o.id):
-        got = tally.accepted[offer.id]
-        if not got or all(_kw(v) == 0 for v in got.values()):
-            if offer.id not in tally.reachable:
+    for i in sorted(range(len(columns.offers)), key=lambda i: columns.offers[i].id):
+        offer = columns.offers[i]
+        if not awarded[i]:
+            if not tally.reachable[i]:
                 reason = RejectionReason.NO_REQUEST
-            elif all(offer.tranches[0][1] > value + 1e-6 for value in tally.value_of[offer.id]):
+            elif first_price[i] > tally.best_value[i] + 1e-6:
                 reason = RejectionReason.ABOVE_MARGINAL_PRICE
             else:
                 reason = RejectionReason.NOT_NEEDED
             rejections.append(Rejection(offer.id, reason))
             continue
-        span = range(offer.first_isp, offer.first_isp + len(offer.quantities_kw))
+        lo, hi = int(slots.start[i]), int(slots.start[i + 1])
         awards.append(
             Award(
                 offer_id=offer.id,
-                accepted_kw=tuple(_kw(got.get(i, 0.0)) for i in span),
-                price_per_mwh=tuple(_price(tally.paid[offer.id].get(i, 0.0)) if i in got else Decimal(0) for i in span),
+                accepted_kw=tuple(kw[lo:hi]),
+                price_per_mwh=tuple(paid[j] if got[j] else zero for j in range(lo, hi)),
                 first_isp=offer.first_isp,
-                activation=_kw(tally.activation[offer.id]) if offer.block else None,
+                activation=_kw(tally.activation[i]) if offer.block else None,
             )
         )
     return tuple(awards), tuple(rejections)
 
 
-def _welfare(
-    book: OrderBook,
-    offers: list[Offer],
-    requests: list[Request],
-    awards: tuple[Award, ...],
-    request_awards: tuple[RequestAward, ...],
-) -> Decimal:
+def _request_awards(columns: _Columns, tally: _Tally) -> tuple[RequestAward, ...]:
+    slots = columns.request_slots
+    kw = _decimals(tally.procured, 3)
+    some = np.bincount(slots.order[tally.procured > RESULT_TOL], minlength=len(columns.requests)) > 0
+    return tuple(
+        RequestAward(r.id, r.first_isp, tuple(kw[int(slots.start[i]) : int(slots.start[i + 1])]))
+        for i, r in sorted(enumerate(columns.requests), key=lambda pair: pair[1].id)
+        if some[i]
+    )
+
+
+def _welfare(book: OrderBook, columns: _Columns, tally: _Tally, request_awards: tuple[RequestAward, ...]) -> Decimal:
     """Welfare in currency: Σ value × procured − Σ offer cost × accepted, × ISP hours / 1000."""
     hours = Decimal(repr(book.isp_hours))
-    value = {r.id: Decimal(repr(r.value_per_mwh)) for r in requests}
+    value = {r.id: Decimal(repr(r.value_per_mwh)) for r in columns.requests}
     total = Decimal(0)
     for request_award in request_awards:
         total += value[request_award.request_id] * sum(request_award.procured_kw, Decimal(0))
-    by_id = {o.id: o for o in offers}
-    for award in awards:
-        offer = by_id[award.offer_id]
-        for j, kw in enumerate(award.accepted_kw):
-            quantity = Decimal(repr(offer.quantities_kw[j])) if j < len(offer.quantities_kw) else Decimal(0)
-            total -= _tranche_cost(offer, kw, quantity)
+    slots = columns.slots
+    got = np.flatnonzero(tally.accepted > RESULT_TOL)
+    kws = _decimals(tally.accepted[got], 3)
+    for slot, kw in zip(got.tolist(), kws, strict=True):
+        offer = columns.offers[int(slots.order[slot])]
+        total -= _tranche_cost(offer, kw, Decimal(repr(float(slots.kw[slot]))))
     return (total * hours / 1000).quantize(MONEY, rounding=ROUND_HALF_EVEN) + 0
 
 

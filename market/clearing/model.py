@@ -41,24 +41,60 @@ class FlatBook:
     """The offers and requests of one component, as flat arrays over (order, ISP) entries.
 
     ISPs are local indexes ``0..n_isps-1`` into ``isps``; congestion points are indexes into
-    ``points``; ``relief`` is the (points × points) sparse matrix of relief factors.
+    ``points``; ``relief`` is the (points × points) sparse matrix of relief factors. Offers and
+    requests are local indexes ``0..n-1``; ``offer_ids[o]`` is offer ``o``'s index in
+    ``all_offers`` (likewise for requests). The entries hold only the component's own ISPs of an
+    order that links nothing, so such an order is split between components.
     """
 
     isps: list[int]
     points: list[str]
     relief: sp.csr_matrix
-    offers: list[Offer]
-    requests: list[Request]
+    all_offers: Sequence[Offer]
+    offer_ids: IntArray
+    all_requests: Sequence[Request]
+    request_ids: IntArray
     offer_point: IntArray
     offer_direction: IntArray
     offer_rank: IntArray
+    tranche_share: FloatArray
+    """(offer, tranche k): share of the offer's kW in tranche ``k`` (0 past its last tranche)."""
+    tranche_price: FloatArray
+    tranche_count: IntArray
+    offer_block: npt.NDArray[np.bool_]
+    offer_storage: npt.NDArray[np.bool_]
+    offer_min_fraction: FloatArray
+    entry_offer: IntArray
+    entry_isp: IntArray
+    entry_kw: FloatArray
+    entry_id: IntArray
+    """Each entry's index in the whole book's entries (to add results up across components)."""
     request_point: IntArray
     request_direction: IntArray
+    request_value: FloatArray
+    request_entry: IntArray
+    request_isp: IntArray
+    request_kw: FloatArray
+    request_entry_id: IntArray
     isp_hours: float
 
     @property
     def n_isps(self) -> int:
         return len(self.isps)
+
+    @property
+    def n_offers(self) -> int:
+        return len(self.offer_ids)
+
+    @property
+    def n_requests(self) -> int:
+        return len(self.request_ids)
+
+    def offer(self, o: int) -> Offer:
+        return self.all_offers[int(self.offer_ids[o])]
+
+    def request(self, r: int) -> Request:
+        return self.all_requests[int(self.request_ids[r])]
 
 
 @dataclass
@@ -139,15 +175,19 @@ class _Entries:
 
 
 def _entries(book: FlatBook, offer_ids: IntArray, *, rebound: bool = False) -> _Entries:
+    """The (offer, ISP, kW) entries of ``offer_ids``: the book's entries, or the offers' rebound."""
+    if not rebound:
+        chosen = np.zeros(book.n_offers, dtype=bool)
+        chosen[offer_ids] = True
+        keep = chosen[book.entry_offer]
+        return _Entries(book.entry_offer[keep], book.entry_isp[keep], book.entry_kw[keep])
     offers, isps, kws = [], [], []
     for o in offer_ids.tolist():
-        offer = book.offers[o]
-        first = offer.rebound_first_isp if rebound else offer.first_isp
-        values = offer.rebound_kw if rebound else offer.quantities_kw
-        if first is None or not values:
+        offer = book.offer(o)
+        if offer.rebound_first_isp is None or not offer.rebound_kw:
             continue
-        q = np.asarray(values, dtype=np.float64)
-        local = np.arange(first, first + len(q)) - book.isps[0]
+        q = np.asarray(offer.rebound_kw, dtype=np.float64)
+        local = np.arange(offer.rebound_first_isp, offer.rebound_first_isp + len(q)) - book.isps[0]
         keep = q > 0
         offers.append(np.full(int(keep.sum()), o))
         isps.append(local[keep])
@@ -158,24 +198,18 @@ def _entries(book: FlatBook, offer_ids: IntArray, *, rebound: bool = False) -> _
 def build_model(book: FlatBook) -> LinearModel:
     """Columns for every order, then each constraint family."""
     b = _Builder()
-    divisible = np.array([o for o, offer in enumerate(book.offers) if not offer.block], dtype=np.int64)
-    blocks = np.array([o for o, offer in enumerate(book.offers) if offer.block], dtype=np.int64)
+    divisible = np.flatnonzero(~book.offer_block)
+    blocks = np.flatnonzero(book.offer_block)
 
     # x: one column per (divisible offer, tranche, ISP).
     entries = _entries(book, divisible)
     x_parts = []
-    for k in range(max((len(book.offers[o].tranches) for o in divisible.tolist()), default=0)):
-        has = np.array([len(book.offers[o].tranches) > k for o in entries.offer.tolist()], dtype=bool)
-        share = np.array(
-            [book.offers[o].tranches[k][0] if h else 0.0 for o, h in zip(entries.offer.tolist(), has, strict=True)]
-        )
-        price = np.array(
-            [book.offers[o].tranches[k][1] if h else 0.0 for o, h in zip(entries.offer.tolist(), has, strict=True)]
-        )
+    for k in range(int(book.tranche_count[divisible].max(initial=0))):
+        has = book.tranche_count[entries.offer] > k
         cols = b.add_columns(
             X,
-            -price[has],
-            share[has] * entries.kw[has],
+            -book.tranche_price[entries.offer[has], k],
+            book.tranche_share[entries.offer[has], k] * entries.kw[has],
             entries.offer[has],
             np.full(int(has.sum()), k),
             entries.isp[has],
@@ -187,8 +221,8 @@ def build_model(book: FlatBook) -> LinearModel:
     block_rebound = _entries(book, blocks, rebound=True)
     a_offer, a_tranche, a_cost, a_ub = [], [], [], []
     for o in blocks.tolist():
-        total_kw = float(sum(book.offers[o].quantities_kw))
-        for k, (share, price) in enumerate(book.offers[o].tranches):
+        total_kw = float(sum(book.offer(o).quantities_kw))
+        for k, (share, price) in enumerate(book.offer(o).tranches):
             a_offer.append(o)
             a_tranche.append(k)
             a_cost.append(-price * total_kw)
@@ -204,26 +238,18 @@ def build_model(book: FlatBook) -> LinearModel:
     a_col_offer = np.asarray(a_offer, dtype=np.int64)
 
     # y: one column per (request, ISP).
-    r_offer, r_isp, r_kw, r_value = [], [], [], []
-    for r, request in enumerate(book.requests):
-        for j, q in enumerate(request.quantities_kw):
-            local = request.first_isp + j - book.isps[0]
-            if q > 0 and 0 <= local < book.n_isps:
-                r_offer.append(r)
-                r_isp.append(local)
-                r_kw.append(q)
-                r_value.append(request.value_per_mwh)
+    r_offer, r_isp = book.request_entry, book.request_isp
     y_cols = b.add_columns(
         Y,
-        np.asarray(r_value, dtype=np.float64),
-        np.asarray(r_kw, dtype=np.float64),
-        np.asarray(r_offer, dtype=np.int64),
+        book.request_value[r_offer],
+        book.request_kw,
+        r_offer,
         np.zeros(len(r_offer), dtype=np.int64),
-        np.asarray(r_isp, dtype=np.int64),
+        r_isp,
     )
 
     # z: one binary per all-or-nothing offer.
-    aon = np.array([o for o, offer in enumerate(book.offers) if offer.min_fraction > 0], dtype=np.int64)
+    aon = np.flatnonzero(book.offer_min_fraction > 0)
     z_cols = b.add_columns(
         Z,
         np.zeros(len(aon)),
@@ -250,8 +276,8 @@ def build_model(book: FlatBook) -> LinearModel:
             contribution.merge(block),
             rebound,
             y_cols,
-            np.asarray(r_offer, dtype=np.int64),
-            np.asarray(r_isp, dtype=np.int64),
+            r_offer,
+            r_isp,
             n,
         ),
         add_storage_constraints(book, contribution.merge(block), n),
@@ -418,15 +444,15 @@ def add_storage_constraints(book: FlatBook, flex: _Contribution, n: int) -> _Row
     bound at the last ISP implies it at every earlier one. One row per offer is therefore exact:
     ``Σ_t kW[o,t] · h / η ≤ soc0`` (up) or ``Σ_t kW[o,t] · h · η ≤ capacity − soc0`` (down).
     """
-    storage = np.array([o for o, offer in enumerate(book.offers) if offer.storage is not None], dtype=np.int64)
+    storage = np.flatnonzero(book.offer_storage)
     if len(storage) == 0:
         return _no_rows(n)
-    row_of_offer = np.full(len(book.offers), -1, dtype=np.int64)
+    row_of_offer = np.full(book.n_offers, -1, dtype=np.int64)
     row_of_offer[storage] = np.arange(len(storage))
-    per_kw = np.zeros(len(book.offers))
+    per_kw = np.zeros(book.n_offers)
     budget = np.zeros(len(storage))
     for row, o in enumerate(storage.tolist()):
-        offer = book.offers[o]
+        offer = book.offer(o)
         s = offer.storage
         assert s is not None  # noqa: S101 - filtered above
         up = offer.direction == 1
@@ -477,7 +503,7 @@ def add_min_fraction_constraints(
         if o in z_of:
             groups.setdefault((o, t), []).append(col)
     for (o, _), group in sorted(groups.items()):
-        f = book.offers[o].min_fraction
+        f = book.offer(o).min_fraction
         full = float(sum(b_ub[c] for c in group))
         z = z_of[o]
         # Σx − full·z ≤ 0
@@ -495,7 +521,7 @@ def add_min_fraction_constraints(
         if o in z_of:
             by_offer.setdefault(o, []).append(col)
     for o, group in sorted(by_offer.items()):
-        f = book.offers[o].min_fraction
+        f = book.offer(o).min_fraction
         z = z_of[o]
         rows += [row] * (len(group) + 1)
         cols += [*group, z]
