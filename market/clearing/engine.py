@@ -349,10 +349,26 @@ def _tie_break(
     ub[decided & (rc < 0)] = lb[decided & (rc < 0)]
     lb[decided & (rc > 0)] = ub[decided & (rc > 0)]
     tolerance = 1e-9 * max(1.0, abs(solution.objective))
-    held = solve(
-        model, solver, objective=secondary, extra_rows=(-model.c, -solution.objective + tolerance), lb=lb, ub=ub
-    )
-    return Solution(v=held.v, duals=solution.duals, objective=float(model.c @ held.v))
+    # Only the columns still free go to the solver; the fixed ones move to the right-hand sides.
+    free = ub - lb > 0
+    v = lb.copy()
+    if free.any():
+        fixed_part = model.G[:, ~free] @ lb[~free]
+        g = model.G[:, free].tocsr()
+        rows = np.diff(g.indptr) > 0
+        reduced = dataclasses.replace(
+            model,
+            c=model.c[free],
+            lb=lb[free],
+            ub=ub[free],
+            integer=np.zeros(int(free.sum()), dtype=bool),
+            G=g[rows],
+            h=model.h[rows] - fixed_part[rows],
+        )
+        held_welfare = -solution.objective + tolerance + float(model.c[~free] @ lb[~free])
+        held = solve(reduced, solver, objective=secondary[free], extra_rows=(-model.c[free], held_welfare))
+        v[free] = held.v
+    return Solution(v=v, duals=solution.duals, objective=float(model.c @ v))
 
 
 @dataclasses.dataclass

@@ -11,6 +11,10 @@ from market.clearing.model import FloatArray, LinearModel
 
 DEFAULT_SOLVER = "HIGHS"
 LP_SOLVERS = ("HIGHS", "CLARABEL")
+HIGHS_OPTIONS = {"presolve": "off"}
+"""HiGHS's presolve spends most of a clearing LP's time looking for reductions in thousands of
+columns that differ only in cost and bound (0.5 s of 0.6 s for 11,000 offers in one ISP), and the
+simplex needs no help with a few dozen rows."""
 
 
 class SolverError(RuntimeError):
@@ -43,8 +47,9 @@ def solve(
     lower = model.lb if lb is None else lb
     upper = model.ub if ub is None else ub
     integral = np.flatnonzero(model.integer) if integer else np.zeros(0, dtype=np.int64)
-    v = cp.Variable(model.n)
-    constraints = [v >= lower, v <= upper]
+    # Bounds as the variable's own bounds: HiGHS gets them as column bounds, not as 2n rows.
+    v = cp.Variable(model.n, bounds=[lower, upper])
+    constraints: list[cp.Constraint] = []
     if len(integral):
         # A separate integer variable tied to the binaries' columns (cvxpy's per-index integrality
         # is unreliable for several indices of a vector).
@@ -58,7 +63,7 @@ def solve(
         g, h = extra_rows
         constraints.append(g @ v <= h)
     problem = cp.Problem(cp.Maximize(c @ v), constraints)
-    options: dict[str, object] = {}
+    options: dict[str, object] = dict(HIGHS_OPTIONS) if solver == "HIGHS" else {}
     try:
         problem.solve(solver=solver, verbose=False, **options)
     except cp.error.SolverError as exc:
