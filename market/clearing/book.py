@@ -148,8 +148,20 @@ class ClearingResult:
     diagnostics: dict[str, float] = field(default_factory=dict, compare=False)
 
 
+class _Reprs(dict[float, str]):
+    """``repr`` of floats, remembered: a book repeats the same few hundred quantities many times.
+    Zero is not remembered, as 0.0 and -0.0 are one key with two reprs."""
+
+    def __missing__(self, key: float) -> str:
+        text = repr(key)
+        if key:
+            self[key] = text
+        return text
+
+
 def book_to_json(book: OrderBook) -> dict[str, object]:
     """A JSON-ready snapshot of the book (floats keep their exact binary value through ``repr``)."""
+    reprs = _Reprs()
 
     def offer(o: Offer) -> dict[str, object]:
         return {
@@ -157,13 +169,13 @@ def book_to_json(book: OrderBook) -> dict[str, object]:
             "point": o.congestion_point,
             "direction": o.direction,
             "first_isp": o.first_isp,
-            "kw": [repr(q) for q in o.quantities_kw],
+            "kw": list(map(reprs.__getitem__, o.quantities_kw)),
             "tranches": [[repr(s), repr(p)] for s, p in o.tranches],
             "submitted_at": o.submitted_at,
             "min_fraction": repr(o.min_fraction),
             "block": o.block,
             "rebound_first_isp": o.rebound_first_isp,
-            "rebound_kw": [repr(q) for q in o.rebound_kw],
+            "rebound_kw": list(map(repr, o.rebound_kw)),
             "storage": None
             if o.storage is None
             else [repr(o.storage.capacity_kwh), repr(o.storage.initial_kwh), repr(o.storage.efficiency)],
@@ -180,7 +192,7 @@ def book_to_json(book: OrderBook) -> dict[str, object]:
                 "point": r.congestion_point,
                 "direction": r.direction,
                 "first_isp": r.first_isp,
-                "kw": [repr(q) for q in r.quantities_kw],
+                "kw": list(map(reprs.__getitem__, r.quantities_kw)),
                 "value": repr(r.value_per_mwh),
                 "submitted_at": r.submitted_at,
             }

@@ -130,7 +130,7 @@ def result_hash(result: ClearingResult) -> str:
     """Hash of everything a participant is told: awards, prices, rejections, point results, welfare."""
 
     def text(values: Iterable[Decimal]) -> list[str]:
-        return [str(v) for v in values]
+        return list(map(str, values))
 
     return _digest(
         {
@@ -496,29 +496,36 @@ class _Tally:
         self.paid[slot] = value[got] if pay_as_clear else bid_money[got] / kw[got]
 
 
-def _decimals(values: FloatArray, places: int) -> list[Decimal]:
-    """``values`` rounded half-even to ``places`` decimals (after rounding to 6), as Decimals."""
+def _rounded(values: FloatArray, places: int) -> IntArray:
+    """``values`` rounded to 6 decimals, then half-even to ``places``, in units of ``10**-places``."""
     micro = np.rint(np.asarray(values, dtype=np.float64) * 1e6).astype(np.int64)
     scale = 10 ** (6 - places)
     whole, rest = np.divmod(micro, scale)
-    whole += (rest > scale // 2) | ((rest == scale // 2) & (whole % 2 == 1))
-    cache: dict[int, Decimal] = {}
-    out = []
-    for n in whole.tolist():
-        d = cache.get(n)
-        if d is None:
-            d = cache[n] = Decimal(n).scaleb(-places)
-        out.append(d)
-    return out
+    return np.asarray(whole + ((rest > scale // 2) | ((rest == scale // 2) & (whole % 2 == 1))), dtype=np.int64)
+
+
+def _decimals(values: FloatArray, places: int) -> list[Decimal]:
+    """``values`` as Decimals with ``places`` decimals (:func:`_rounded`); one Decimal per distinct value."""
+    rounded = _rounded(values, places)
+    distinct = np.unique(rounded)
+    made = np.empty(len(distinct), dtype=object)
+    made[:] = [Decimal(n).scaleb(-places) for n in distinct.tolist()]
+    return list(made[np.searchsorted(distinct, rounded)])
 
 
 def _awards(columns: _Columns, tally: _Tally) -> tuple[tuple[Award, ...], tuple[Rejection, ...]]:
     slots = columns.slots
     got = tally.accepted > RESULT_TOL
-    kw = _decimals(np.where(got, tally.accepted, 0.0), 3)
-    zero = Decimal(0)
-    paid = _decimals(np.where(got, tally.paid, 0.0), 4)
     awarded = np.bincount(slots.order[got], minlength=len(columns.offers)) > 0
+    # Only the awarded offers' slots become Decimals; an ISP with nothing accepted is paid Decimal(0).
+    mine = awarded[slots.order]
+    kw = _decimals(np.where(got, tally.accepted, 0.0)[mine], 3)
+    paid_or_zero = np.empty(int(mine.sum()), dtype=object)
+    paid_or_zero[:] = _decimals(tally.paid[mine], 4)
+    paid_or_zero[~got[mine]] = Decimal(0)
+    paid = list(paid_or_zero)
+    at = np.zeros(len(columns.offers) + 1, dtype=np.int64)
+    np.cumsum(np.where(awarded, np.diff(slots.start), 0), out=at[1:])
     first_price = columns.tranche_price[:, 0]
     awards: list[Award] = []
     rejections: list[Rejection] = []
@@ -533,12 +540,12 @@ def _awards(columns: _Columns, tally: _Tally) -> tuple[tuple[Award, ...], tuple[
                 reason = RejectionReason.NOT_NEEDED
             rejections.append(Rejection(offer.id, reason))
             continue
-        lo, hi = int(slots.start[i]), int(slots.start[i + 1])
+        lo, hi = int(at[i]), int(at[i + 1])
         awards.append(
             Award(
                 offer_id=offer.id,
                 accepted_kw=tuple(kw[lo:hi]),
-                price_per_mwh=tuple(paid[j] if got[j] else zero for j in range(lo, hi)),
+                price_per_mwh=tuple(paid[lo:hi]),
                 first_isp=offer.first_isp,
                 activation=_kw(tally.activation[i]) if offer.block else None,
             )
@@ -557,8 +564,22 @@ def _request_awards(columns: _Columns, tally: _Tally) -> tuple[RequestAward, ...
     )
 
 
+MICRO = 10**6
+
+
+def _micro(value: float) -> int | None:
+    """``Decimal(repr(value))`` in millionths, if that is a whole number."""
+    scaled = Decimal(repr(value)).scaleb(6)
+    return int(scaled) if scaled == scaled.to_integral_value() else None
+
+
 def _welfare(book: OrderBook, columns: _Columns, tally: _Tally, request_awards: tuple[RequestAward, ...]) -> Decimal:
-    """Welfare in currency: Σ value × procured − Σ offer cost × accepted, × ISP hours / 1000."""
+    """Welfare in currency: Σ value × procured − Σ offer cost × accepted, × ISP hours / 1000.
+
+    Exact decimal arithmetic. An accepted kW is a whole number of watts, so a single-price offer's
+    cost is summed as integers (W × millionths of its price); offers with several tranches, or a
+    price with more than 6 decimals, go through :func:`_tranche_cost` in Decimal.
+    """
     hours = Decimal(repr(book.isp_hours))
     value = {r.id: Decimal(repr(r.value_per_mwh)) for r in columns.requests}
     total = Decimal(0)
@@ -566,8 +587,25 @@ def _welfare(book: OrderBook, columns: _Columns, tally: _Tally, request_awards: 
         total += value[request_award.request_id] * sum(request_award.procured_kw, Decimal(0))
     slots = columns.slots
     got = np.flatnonzero(tally.accepted > RESULT_TOL)
-    kws = _decimals(tally.accepted[got], 3)
-    for slot, kw in zip(got.tolist(), kws, strict=True):
+    watts = _rounded(tally.accepted[got], 3)
+    offer_of = slots.order[got]
+    awarded = np.unique(offer_of)
+    price_micro = np.full(len(columns.offers), -1, dtype=np.int64)
+    for i in awarded.tolist():
+        if columns.tranche_count[i] == 1:
+            micro = _micro(float(columns.tranche_price[i, 0]))
+            if micro is not None and 0 <= micro < 2**40:
+                price_micro[i] = micro
+    # ... and only where the accepted watts are at most the offered kW (then min(kW, quantity) = kW).
+    simple = (price_micro[offer_of] >= 0) & (watts <= np.floor(slots.kw[got] * 1000))
+    fits = np.all(watts[simple] < 2**22)  # W × millionths stays below 2**62
+    if fits:
+        products = watts[simple] * price_micro[offer_of[simple]]
+        total -= Decimal(sum(products.tolist())).scaleb(-9)
+    else:
+        simple[:] = False
+    kws = _decimals(tally.accepted[got[~simple]], 3)
+    for slot, kw in zip(got[~simple].tolist(), kws, strict=True):
         offer = columns.offers[int(slots.order[slot])]
         total -= _tranche_cost(offer, kw, Decimal(repr(float(slots.kw[slot]))))
     return (total * hours / 1000).quantize(MONEY, rounding=ROUND_HALF_EVEN) + 0

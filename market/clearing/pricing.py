@@ -102,10 +102,15 @@ class DualFace:
         # Same pattern, same key: two random projections of the column (identical columns give
         # identical floats, as the sparse product sums the same entries in the same order).
         rng = np.random.default_rng(_PATTERN_SEED)
-        keys = np.column_stack([g.T @ rng.standard_normal(len(rows)) for _ in range(2)])
         cols = np.flatnonzero(movable)
-        _, first, group = np.unique(keys[cols], axis=0, return_index=True, return_inverse=True)
-        group = group.reshape(-1)
+        projections = g[:, cols].T @ rng.standard_normal((len(rows), 2))
+        order = np.lexsort((projections[:, 1], projections[:, 0]))
+        ordered = projections[order]
+        starts = np.ones(len(cols), dtype=bool)
+        starts[1:] = np.any(ordered[1:] != ordered[:-1], axis=1)
+        group = np.empty(len(cols), dtype=np.int64)
+        group[order] = np.cumsum(starts) - 1
+        first = order[starts]
         c = model.c[cols]
         low = np.full(len(first), -np.inf)
         high = np.full(len(first), np.inf)
