@@ -29,6 +29,7 @@ from benchmarks.clearing_books import N_ISPS, Columns
 from market.clearing import engine
 from market.clearing.book import UP, OrderBook
 from market.clearing.model import FlatBook, LinearModel, build_model
+from market.clearing.solve import HIGHS_OPTIONS
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -39,25 +40,13 @@ FloatArray = npt.NDArray[np.float64]
 def engine_components(book: OrderBook) -> Iterator[FlatBook]:
     """The components ``clear(book)`` solves, made with the engine's own helpers (the first lines
     of :func:`market.clearing.engine.clear`)."""
-    offers = sorted(book.offers, key=lambda o: (o.submitted_at, o.id))
-    requests = sorted(book.requests, key=lambda r: (r.submitted_at, r.id))
-    points = sorted(
-        {p for pair in book.relief for p in pair}
-        | {o.congestion_point for o in offers}
-        | {r.congestion_point for r in requests}
-    )
-    point_index = {p: i for i, p in enumerate(points)}
-    relief = sp.csr_matrix(
-        (
-            list(book.relief.values()),
-            ([point_index[s] for s, _ in book.relief], [point_index[t] for _, t in book.relief]),
-        ),
-        shape=(len(points), len(points)),
-    )
-    rank = {o.id: i for i, o in enumerate(offers)}
-    for isps in engine.isp_components(len(book.isps), offers):
-        component = engine._component_book(book, isps, offers, requests, points, relief, point_index, rank)
-        if component.requests and component.offers:
+    columns = engine._Columns.of(book)
+    components = engine.isp_components(len(book.isps), columns.offers)
+    component_of = np.empty(len(book.isps), dtype=np.int64)
+    for c, isps in enumerate(components):
+        component_of[isps] = c
+    for component in columns.components(components, component_of, book.isp_hours):
+        if component.n_requests and component.n_offers:
             yield component
 
 
@@ -129,6 +118,16 @@ def _highs_lp(
     return lp
 
 
+def _highs() -> highspy.Highs:
+    """A HiGHS instance with the engine's options (:data:`market.clearing.solve.HIGHS_OPTIONS`), so the
+    floor is HiGHS at its best on these LPs: its presolve would add more than the solve itself."""
+    highs = highspy.Highs()
+    highs.setOptionValue("output_flag", False)
+    for name, value in HIGHS_OPTIONS.items():
+        highs.setOptionValue(name, value)
+    return highs
+
+
 def _solve_highs(
     times: HighsTimes,
     c: FloatArray,
@@ -141,8 +140,7 @@ def _solve_highs(
     """One LP (or a MILP, then the LP with the integers fixed, as the engine does): timed from the
     arrays to the primal values and the row duals."""
     start = time.perf_counter()
-    highs = highspy.Highs()
-    highs.setOptionValue("output_flag", False)
+    highs = _highs()
     highs.passModel(_highs_lp(c, lb, ub, G, h, integer))
     passed = time.perf_counter()
     highs.run()
@@ -151,8 +149,7 @@ def _solve_highs(
         fixed = np.round(np.asarray(highs.getSolution().col_value)[integer])
         lb, ub = lb.copy(), ub.copy()
         lb[integer], ub[integer] = fixed, fixed
-        highs = highspy.Highs()
-        highs.setOptionValue("output_flag", False)
+        highs = _highs()
         highs.passModel(_highs_lp(c, lb, ub, G, h, np.zeros(len(c), dtype=bool)))
         times.milps += 1
         passed2 = time.perf_counter()

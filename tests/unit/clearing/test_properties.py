@@ -195,9 +195,30 @@ def check_nothing_procured_above_value(book: OrderBook, result: ClearingResult) 
                 )
 
 
+def check_welfare_is_what_the_awards_say(book: OrderBook, result: ClearingResult) -> None:
+    """Welfare recomputed from the published awards in Decimal, tranche by tranche: the engine sums
+    single-price offers as integers, which must give exactly this."""
+    total = Decimal(0)
+    requests = {r.id: r for r in book.requests}
+    for award in result.request_awards:
+        total += Decimal(repr(requests[award.request_id].value_per_mwh)) * sum(award.procured_kw, Decimal(0))
+    offers = {o.id: o for o in book.offers}
+    for award in result.awards:
+        offer = offers[award.offer_id]
+        for j, kw in enumerate(award.accepted_kw):
+            remaining = kw
+            for share, price in offer.tranches:
+                take = min(remaining, Decimal(repr(share)) * Decimal(repr(offer.quantities_kw[j])))
+                total -= take * Decimal(repr(price))
+                remaining -= take
+    expected = (total * Decimal(repr(book.isp_hours)) / 1000).quantize(Decimal("0.01"))
+    assert result.welfare == expected
+
+
 def check_all(book: OrderBook) -> None:
     result = clear(book)
     check_welfare_not_negative(result)
+    check_welfare_is_what_the_awards_say(book, result)
     check_awards_within_bounds(book, result)
     check_paid_at_least_lowest_tranche(book, result)
     check_nothing_procured_above_value(book, result)
