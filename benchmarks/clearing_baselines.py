@@ -28,6 +28,7 @@ import scipy.sparse as sp
 from benchmarks.clearing_books import N_ISPS, Columns
 from market.clearing import engine
 from market.clearing.book import UP, OrderBook
+from market.clearing.decompose import isp_components
 from market.clearing.model import FlatBook, LinearModel, build_model
 from market.clearing.solve import HIGHS_OPTIONS
 
@@ -41,7 +42,7 @@ def engine_components(book: OrderBook) -> Iterator[FlatBook]:
     """The components ``clear(book)`` solves, made with the engine's own helpers (the first lines
     of :func:`market.clearing.engine.clear`)."""
     columns = engine._Columns.of(book)
-    components = engine.isp_components(len(book.isps), columns.offers)
+    components = isp_components(len(book.isps), columns.offers)
     component_of = np.empty(len(book.isps), dtype=np.int64)
     for c, isps in enumerate(components):
         component_of[isps] = c
