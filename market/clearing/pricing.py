@@ -150,49 +150,127 @@ class DualFace:
     def intervals(self, free: IntArray, pinned: FloatArray) -> tuple[FloatArray, FloatArray]:
         """``min λ`` and ``max λ`` over the face for the binding rows at positions ``free``.
 
-        The pinned values are substituted, leaving an LP in the unknown ``λ`` only; it is passed to
-        HiGHS once and each end is a warm-started re-solve with another objective.
+        The pinned values are substituted, leaving an LP in the unknown ``λ`` only (:class:`_FaceLP`).
+        An end is known without an LP when some optimal dual seen so far already sits on a bound that
+        a single constraint puts on that ``λ`` (``λ ≥ 0``, ``λ ≥ value`` of a request left unmet,
+        ``λ ≤ value`` of a request met in full): the bound is then the end, exactly. Two LPs first
+        push all free ``λ`` down and all up at once, which settles most ends that way.
         """
         unknown = np.flatnonzero(np.isnan(pinned))
         position = np.full(len(self.rows), -1)
         position[unknown] = np.arange(len(unknown))
         known = np.where(np.isnan(pinned), 0.0, pinned)
         shift = self.A @ known
-        rows = self.A[:, unknown].tocsr()
-        use = np.diff(rows.indptr) > 0
-        a = rows[use].tocsc()
-        slack = FACE_TOL * (1 + np.abs(np.where(np.isfinite(self.low), self.low, 0.0)))[use]
-        lp = highspy.HighsLp()
-        lp.num_col_ = len(unknown)
-        lp.num_row_ = a.shape[0]
-        lp.col_cost_ = np.zeros(len(unknown))
-        lp.col_lower_ = np.zeros(len(unknown))
-        lp.col_upper_ = np.full(len(unknown), highspy.kHighsInf)
-        lp.row_lower_ = np.where(np.isfinite(self.low[use]), self.low[use] - shift[use] - slack, -highspy.kHighsInf)
-        lp.row_upper_ = np.where(np.isfinite(self.high[use]), self.high[use] - shift[use] + slack, highspy.kHighsInf)
-        lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
-        lp.a_matrix_.start_ = a.indptr
-        lp.a_matrix_.index_ = a.indices
-        lp.a_matrix_.value_ = a.data
-        highs = highspy.Highs()
-        highs.setOptionValue("output_flag", False)
-        highs.passModel(lp)
+        sub = self.A[:, unknown].tocsr()
+        sub.eliminate_zeros()
+        use = np.diff(sub.indptr) > 0
+        face = _FaceLP(sub[use], self.low[use] - shift[use], self.high[use] - shift[use])
+        cols = position[free]
+        face.push(cols, 1.0)
+        face.push(cols, -1.0)
         low, high = np.zeros(len(free)), np.zeros(len(free))
-        for k, col in enumerate(position[free].tolist()):
-            for sign, out in ((1.0, low), (-1.0, high)):
-                highs.changeColCost(col, sign)
-                highs.run()
-                status = highs.getModelStatus()
-                if sign < 0 and status == highspy.HighsModelStatus.kUnbounded:
-                    # No upper end: nothing can relieve the row at the margin (demand left unmet,
-                    # or opposing requests at one point). Its price is then the lowest valid one.
-                    out[k] = low[k]
-                    continue
-                if status != highspy.HighsModelStatus.kOptimal:
-                    raise SolverError(f"price interval LP ended with {highs.modelStatusToString(status)}")
-                out[k] = max(sign * highs.getInfo().objective_function_value, 0.0)
-            highs.changeColCost(col, 0.0)
-        return low, high
+        for k, col in enumerate(cols.tolist()):
+            if face.seen_low[col] <= face.floor[col] + _settled(face.floor[col]):
+                low[k] = face.floor[col]
+            else:
+                low[k] = max(face.extreme(col, 1.0), face.floor[col])
+            if face.seen_high[col] >= face.ceiling[col] - _settled(face.ceiling[col]):
+                high[k] = face.ceiling[col]
+            else:
+                top = face.extreme(col, -1.0)
+                # No upper end: nothing can relieve the row at the margin (demand left unmet, or
+                # opposing requests at one point). Its price is then the lowest valid one.
+                high[k] = low[k] if top >= face.big * (1 - 1e-9) else min(top, face.ceiling[col])
+        return np.maximum(low, 0.0), np.maximum(high, 0.0)
+
+
+def _settled(bound: float) -> float:
+    """How close a seen dual must come to a bound to have reached it (the LP's feasibility tolerance)."""
+    return 1e-6 * (1 + abs(bound))
+
+
+class _FaceLP:
+    """``low ≤ A λ ≤ high``, ``0 ≤ λ``, optimised one objective after another in one HiGHS instance.
+
+    The face has a row per column pattern, most of which never bind. So HiGHS gets only the
+    equations, the single-variable rows and whatever rows an optimum has broken so far (constraint
+    generation: solve, add every row the optimum violates, re-solve warm; the optimum that violates
+    none is the optimum of the whole face). ``λ ≤ big`` keeps each round bounded; an optimum at
+    ``big`` that violates nothing means the face has no upper end there.
+    """
+
+    def __init__(self, a: sp.csr_matrix, low: FloatArray, high: FloatArray) -> None:
+        self.a = a
+        self.tolerance = FACE_TOL * (1 + np.abs(np.where(np.isfinite(low), low, np.where(np.isfinite(high), high, 0))))
+        self.low = np.where(np.isfinite(low), low - self.tolerance, -highspy.kHighsInf)
+        self.high = np.where(np.isfinite(high), high + self.tolerance, highspy.kHighsInf)
+        n = a.shape[1]
+        counts = np.diff(a.indptr)
+        one = np.flatnonzero(counts == 1)
+        var, coef = a.indices[a.indptr[one]], a.data[a.indptr[one]]
+        with np.errstate(invalid="ignore"):
+            lower = np.where(coef > 0, low[one], high[one]) / coef
+            upper = np.where(coef > 0, high[one], low[one]) / coef
+        self.floor = np.zeros(n)
+        self.ceiling = np.full(n, np.inf)
+        np.maximum.at(self.floor, var, np.nan_to_num(lower, nan=-np.inf))
+        np.minimum.at(self.ceiling, var, np.nan_to_num(upper, nan=np.inf))
+        finite = np.concatenate([np.abs(low[np.isfinite(low)]), np.abs(high[np.isfinite(high)]), [1.0]])
+        self.big = 1e6 * (1 + float(finite.max()))
+        self.seen_low = np.full(n, np.inf)
+        self.seen_high = np.full(n, -np.inf)
+        self.highs = highspy.Highs()
+        self.highs.setOptionValue("output_flag", False)
+        self.highs.addVars(n, np.zeros(n), np.full(n, self.big))
+        equal = np.isfinite(low) & np.isfinite(high) & (high - low <= self.tolerance)
+        self.added = np.zeros(a.shape[0], dtype=bool)
+        self._add(np.flatnonzero(equal | (counts == 1)))
+
+    def _add(self, rows: IntArray) -> None:
+        if not len(rows):
+            return
+        part = self.a[rows]
+        self.highs.addRows(
+            len(rows),
+            self.low[rows],
+            self.high[rows],
+            part.nnz,
+            part.indptr[:-1].astype(np.int32),
+            part.indices.astype(np.int32),
+            part.data,
+        )
+        self.added[rows] = True
+
+    def _solve(self) -> FloatArray:
+        while True:
+            self.highs.run()
+            status = self.highs.getModelStatus()
+            if status != highspy.HighsModelStatus.kOptimal:
+                raise SolverError(f"price interval LP ended with {self.highs.modelStatusToString(status)}")
+            x = np.asarray(self.highs.getSolution().col_value)
+            r = self.a @ x
+            broken = np.flatnonzero(~self.added & ((r < self.low - self.tolerance) | (r > self.high + self.tolerance)))
+            if not len(broken):
+                np.minimum(self.seen_low, x, out=self.seen_low)
+                np.maximum(self.seen_high, x, out=self.seen_high)
+                return x
+            self._add(broken)
+
+    def push(self, cols: IntArray, sign: float) -> None:
+        """Optimise ``sign · Σ λ[cols]`` (all down, or all up) and remember what was seen."""
+        n = self.a.shape[1]
+        cost = np.zeros(n)
+        cost[cols] = sign
+        self.highs.changeColsCost(n, np.arange(n, dtype=np.int32), cost)
+        self._solve()
+        self.highs.changeColsCost(n, np.arange(n, dtype=np.int32), np.zeros(n))
+
+    def extreme(self, col: int, sign: float) -> float:
+        """``min λ[col]`` (sign 1) or ``max λ[col]`` (sign −1) over the face."""
+        self.highs.changeColCost(col, sign)
+        x = self._solve()
+        self.highs.changeColCost(col, 0.0)
+        return float(x[col])
 
 
 def row_prices(model: LinearModel, solution: Solution, lb: FloatArray, ub: FloatArray) -> tuple[FloatArray, bool]:
