@@ -767,56 +767,31 @@ def _profile_lines(runs: dict[str, Any]) -> list[str]:
 
 
 SUGGESTIONS: list[str] = [
-    "## What would make clear() faster",
+    "## What is left, and what would make clear() faster",
     "",
-    "Read with the step table and the profile above; each point names the function and the loop.",
+    "Read with the step table and the profile above. Done since the first run of this benchmark (session of "
+    "2026-12-07): one columnar book per clearing (no per-offer copies per component), the model and the result "
+    "collection as numpy over (order, ISP) entries, HiGHS given bounds as column bounds with presolve off, the "
+    "tie-break LP over the columns complementary slackness leaves free, prices from a dual face over the "
+    "binding rows only (no SVD), interval LPs by constraint generation, exact integer welfare.",
     "",
-    "1. **One flat book per clearing instead of `Offer` copies per component.** `engine._by_component` scans "
-    "every quantity of every order; `engine._component_book` then checks each order again (`inside()` over all "
-    "`quantities_kw`) and `_restrict` makes a new 96-tuple (95 zeros) with `dataclasses.replace` per offer and "
-    "component. With a 96-ISP profile every offer is in all 96 components, so this is O(offers × ISPs²): 9,216 "
-    "Python iterations per offer. Flatten once in `clear()` into numpy arrays of (offer, ISP, kW) entries plus "
-    "per-offer columns (point, direction, rank, tranche shares and prices as an offers × tranches matrix, min "
-    "fraction, block, storage), sort the entries by component and give each component a slice "
-    "(`np.searchsorted` bounds).",
-    "2. **`model._entries` and the tranche loop of `model.build_model`**: three small numpy arrays per offer "
-    "(`np.asarray`, `np.arange`, `np.full`), three calls per component, then list comprehensions over every "
-    "entry for each tranche (`has`, `share`, `price`). On the flat book these are fancy indexing: "
-    "`share = tranche_share[entry_offer, k]`, `price = tranche_price[entry_offer, k]`, "
-    "`has = k < n_tranches[entry_offer]`.",
-    "3. **`_Tally._offers`** loops over every offer × all 96 of its quantities per component (O(offers × ISPs²) "
-    "again, on the restricted copies) with dict look-ups per relief target. Vectorised: dense price arrays "
-    "`P_up[point, t]`, `P_down[point, t]` from the relief rows; the locational value of every entry is "
-    "`(S @ (P_up − P_down))[offer_point, t] × direction` (S: the 200 × 200 relief matrix); accepted kW per "
-    "entry by `np.bincount`; `reachable` as a boolean array. **`_Tally._flex`** (a dict update per X column) → "
-    "`np.bincount`; **`_Tally._points`** (`model.G[i].toarray()`, a dense n-vector per relief row) → one sparse "
-    "product `G[relief_rows] @ (v * is_y)`.",
-    "4. **Solve with HiGHS directly in `solve.solve`.** Each main and tie-break LP is a new cvxpy problem "
-    "(`cp.Variable`, `v >= lower`, `v <= upper`, `G @ v <= h`): cvxpy compiles it every time and hands HiGHS "
-    "the bounds as 2·n extra rows. `pricing.price_intervals` already does it the direct way (a `HighsLp` with "
-    "column bounds, `passModel`, `run`, `getSolution().row_dual`), and the raw-HiGHS floor above is exactly "
-    "that. Keep the `Highs` object of a component for the tie-break (new objective, one more row, warm start "
-    "from the optimal basis) instead of a second cold solve.",
-    "5. **`pricing.unpinned_rows`**: `np.linalg.svd(equations, full_matrices=True)` on the dense "
-    "(interior columns × binding rows) matrix also forms the interior × interior U factor, which is never "
-    "used: on the storage day this step alone took minutes. `full_matrices=False` gives the same Vᵀ; better, "
-    "test pinning per connected block of the sparse matrix (a rank-revealing QR per block).",
-    "6. **`pricing.price_intervals`**: two warm-started LPs per unpinned relief row over the whole dual face "
-    "(m + 2n columns, n + 1 rows). The two ends are the one-sided derivatives of the optimal welfare in the "
-    "row's right-hand side h_i (the directional derivative along ±e_i is the min / max of λ_i over the optimal "
-    "duals), so they can also come from the n-column primal: a parametric step in h_i from the optimal basis, "
-    "or two warm-started re-solves with h_i ± δ.",
-    "7. **Decimal results and hashes.** `_kw`/`_price` (`Decimal(repr(round(v, 6))).quantize(...)`) run per "
-    "(offer, ISP) and per point in `_awards`, `_welfare` and the `RequestAward` loop; round in numpy "
-    "(`np.rint(v * 1000)` as integer milli-kW) and make Decimals only for awarded entries or at the API edge. "
-    "`book_hash`/`result_hash` walk every order in Python; hashing the flat arrays (canonical order, "
-    "`tobytes()`) is one pass in C.",
-    "8. **Parallel components.** They are independent; once each is arrays in, arrays out, a "
-    "`ProcessPoolExecutor` over the 2 cores gives up to 2× (HiGHS' own threads do little for LPs this shape).",
-    "9. **Against the targets**: the floor rows above are one HiGHS LP per ISP and nothing else. Where the floor "
-    "itself is above the target, no wrapper reaches it; the problem has to shrink first, e.g. clear the radial, "
-    "one-direction, unlinked ISPs by merit order per congestion point (a sort per ISP) and keep the LP for "
-    "linked components, or drop offers that cannot reach any request before the LP.",
+    "1. **cvxpy per component.** Each main LP is a new `cp.Problem` that cvxpy canonicalises and hands to "
+    "HiGHS (`solve.solve`); the 'LP solves' table splits its time into cvxpy compilation and HiGHS `run()`. "
+    "Solving the same matrices with highspy directly would remove the compilation and the interface's copies "
+    "(the floor rows are exactly that), at the price of cvxpy as the formulation layer the issue asks for.",
+    "2. **The storage day's prices.** Its dual is degenerate in thousands of relief rows at once (scarce "
+    "storage energy couples every ISP through each offer's state-of-charge row). Two interval LPs per free "
+    "row over a dual face of ~200,000 column patterns take about 2 s each. Needed: pin more rows exactly "
+    "(a sparse rank test of the equations, not only substitution), or a pricing rule whose unique solution "
+    "takes one optimisation for the whole face.",
+    "3. **Decimal results and hashes.** `_awards`, `result_hash` and `book_hash` still make or print one "
+    "Python object per (offer, ISP); the hashes must stay byte-identical for stored runs to verify.",
+    "4. **Parallel components.** Threads gave about 10 % (HiGHS releases the GIL, the rest of a component is "
+    "Python); processes would give up to 2x on 2 cores but cannot be started from a Celery prefork worker.",
+    "5. **Against the targets**: the floor rows above are one HiGHS LP per ISP and nothing else. Where the "
+    "floor itself is above the target, no wrapper reaches it; the problem has to shrink first, e.g. clear "
+    "the radial, one-direction, unlinked ISPs by merit order per congestion point (a sort per ISP) and keep "
+    "the LP for linked components.",
     "",
 ]
 """Static advice shown under every size's figures (the figures themselves come from the run)."""
