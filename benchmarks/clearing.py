@@ -725,8 +725,8 @@ def _step_lines(runs: dict[str, Any]) -> list[str]:
         "",
         f"In all: HiGHS `run()` {highs:.2f} s ({_pct(highs, total)} of clear()), cvxpy compilation {compile_s:.2f} s "
         f"({_pct(compile_s, total)}); the rest is Python and numpy in the engine (and cvxpy's own overhead). "
-        "Where an LP goes through cvxpy, the engine's bounds (`v >= lb`, `v <= ub` constraints) reach HiGHS as "
-        "rows, hence rows > columns for the main LP.",
+        "Bounds reach HiGHS as column bounds (the cvxpy variable's own bounds); the rows are the relief, storage "
+        "and minimum-fraction rows (the tie-break LP has one more: welfare held at its optimum).",
         "",
     ]
     return lines

@@ -48,7 +48,7 @@ from market.clearing.book import (
 from market.clearing.decompose import isp_components
 from market.clearing.model import RELIEF, A, FlatBook, FloatArray, IntArray, LinearModel, X, Y, build_model
 from market.clearing.pricing import PRICE_TOL, has_alternative_optima, reduced_costs, row_prices
-from market.clearing.solve import DEFAULT_SOLVER, Solution, solve
+from market.clearing.solve import DEFAULT_SOLVER, Solution, solve, solve_highs
 
 KW = Decimal("0.001")
 RESULT_TOL = 5e-4
@@ -104,7 +104,7 @@ def clear(book: OrderBook, solver: str = DEFAULT_SOLVER) -> ClearingResult:
         prices, degenerate = row_prices(model, solution, lb, ub)
         degenerate_components += degenerate
         if has_alternative_optima(model, solution, lb, ub):
-            solution = _tie_break(model, solution, lb, ub, component, solver)
+            solution = _tie_break(model, solution, lb, ub, component)
         welfare += solution.objective
         tally.collect(component, model, solution, prices)
 
@@ -317,13 +317,13 @@ def _solve_component(model: LinearModel, solver: str) -> tuple[Solution, np.ndar
     return solve(model, solver, lb=lb, ub=ub), lb, ub
 
 
-def _tie_break(
-    model: LinearModel, solution: Solution, lb: np.ndarray, ub: np.ndarray, component: FlatBook, solver: str
-) -> Solution:
+def _tie_break(model: LinearModel, solution: Solution, lb: np.ndarray, ub: np.ndarray, component: FlatBook) -> Solution:
     """Among optimal solutions: most procured kW, then earlier orders first (module docstring).
 
     Secondary objective, with welfare held at its optimum: ``Σ (1 + ε_r) y − Σ ε_o x`` where the
-    weights ``ε`` fall with time priority, lie in (0, 0.5), and are counted per kW.
+    weights ``ε`` fall with time priority, lie in (0, 0.5), and are counted per kW. The weights make
+    its optimum unique, so it is the same whichever solver cleared the auction; HiGHS solves it
+    directly (:func:`market.clearing.solve.solve_highs`).
     """
     secondary = np.zeros(model.n)
     is_y = model.col_kind == Y
@@ -366,8 +366,7 @@ def _tie_break(
             h=model.h[rows] - fixed_part[rows],
         )
         held_welfare = -solution.objective + tolerance + float(model.c[~free] @ lb[~free])
-        held = solve(reduced, solver, objective=secondary[free], extra_rows=(-model.c[free], held_welfare))
-        v[free] = held.v
+        v[free] = solve_highs(reduced, secondary[free], (-model.c[free], held_welfare), reduced.lb, reduced.ub)
     return Solution(v=v, duals=solution.duals, objective=float(model.c @ v))
 
 

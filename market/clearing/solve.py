@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import cvxpy as cp
+import highspy
 import numpy as np
+import scipy.sparse as sp
 
 from market.clearing.model import FloatArray, LinearModel
 
@@ -74,3 +76,36 @@ def solve(
     if relief is not None and not integer and relief.dual_value is not None:
         duals = np.maximum(np.asarray(relief.dual_value, dtype=np.float64).reshape(-1), 0.0)
     return Solution(v=np.asarray(v.value, dtype=np.float64).reshape(-1), duals=duals, objective=float(problem.value))
+
+
+def solve_highs(
+    model: LinearModel, objective: FloatArray, extra_row: tuple[FloatArray, float], lb: FloatArray, ub: FloatArray
+) -> FloatArray:
+    """``max objective·v`` over ``G v ≤ h``, one more row ``g·v ≤ b`` and ``lb ≤ v ≤ ub``, by HiGHS
+    directly: for the engine's own small follow-up LPs, whose optimum is unique whatever solver
+    cleared the auction (cvxpy would spend more compiling them than HiGHS solving them)."""
+    g, b = extra_row
+    a = sp.vstack([model.G, sp.csr_matrix(g.reshape(1, -1))], format="csc")
+    lp = highspy.HighsLp()
+    lp.num_col_ = model.n
+    lp.num_row_ = a.shape[0]
+    lp.sense_ = highspy.ObjSense.kMaximize
+    lp.col_cost_ = objective
+    lp.col_lower_ = lb
+    lp.col_upper_ = ub
+    lp.row_lower_ = np.full(a.shape[0], -highspy.kHighsInf)
+    lp.row_upper_ = np.concatenate([model.h, [b]])
+    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+    lp.a_matrix_.start_ = a.indptr
+    lp.a_matrix_.index_ = a.indices
+    lp.a_matrix_.value_ = a.data
+    highs = highspy.Highs()
+    highs.setOptionValue("output_flag", False)
+    for name, value in HIGHS_OPTIONS.items():
+        highs.setOptionValue(name, value)
+    highs.passModel(lp)
+    highs.run()
+    status = highs.getModelStatus()
+    if status != highspy.HighsModelStatus.kOptimal:
+        raise SolverError(f"HiGHS ended with {highs.modelStatusToString(status)}")
+    return np.asarray(highs.getSolution().col_value, dtype=np.float64)
