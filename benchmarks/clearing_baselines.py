@@ -30,7 +30,7 @@ from market.clearing import engine
 from market.clearing.book import UP, OrderBook
 from market.clearing.decompose import isp_components
 from market.clearing.model import FlatBook, LinearModel, build_model
-from market.clearing.solve import HIGHS_OPTIONS
+from market.clearing.solve import highs_options
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -119,12 +119,13 @@ def _highs_lp(
     return lp
 
 
-def _highs() -> highspy.Highs:
-    """A HiGHS instance with the engine's options (:data:`market.clearing.solve.HIGHS_OPTIONS`), so the
-    floor is HiGHS at its best on these LPs: its presolve would add more than the solve itself."""
+def _highs(rows: int, columns: int) -> highspy.Highs:
+    """A HiGHS instance with the engine's options for an LP of this shape
+    (:func:`market.clearing.solve.highs_options`), so the floor is HiGHS at its best on these LPs: its
+    presolve would add more than the solve itself, and its simplex stalls on the widest ones."""
     highs = highspy.Highs()
     highs.setOptionValue("output_flag", False)
-    for name, value in HIGHS_OPTIONS.items():
+    for name, value in highs_options(rows, columns).items():
         highs.setOptionValue(name, value)
     return highs
 
@@ -141,7 +142,7 @@ def _solve_highs(
     """One LP (or a MILP, then the LP with the integers fixed, as the engine does): timed from the
     arrays to the primal values and the row duals."""
     start = time.perf_counter()
-    highs = _highs()
+    highs = _highs(*G.shape)
     highs.passModel(_highs_lp(c, lb, ub, G, h, integer))
     passed = time.perf_counter()
     highs.run()
@@ -150,7 +151,7 @@ def _solve_highs(
         fixed = np.round(np.asarray(highs.getSolution().col_value)[integer])
         lb, ub = lb.copy(), ub.copy()
         lb[integer], ub[integer] = fixed, fixed
-        highs = _highs()
+        highs = _highs(*G.shape)
         highs.passModel(_highs_lp(c, lb, ub, G, h, np.zeros(len(c), dtype=bool)))
         times.milps += 1
         passed2 = time.perf_counter()
