@@ -473,7 +473,7 @@ def _s(value: float | None) -> str:
 
 
 def _x(value: float | None) -> str:
-    return "-" if value is None else f"{value:,.1f}×"
+    return "-" if value is None else f"{value:,.3f}×"
 
 
 def _pct(part: float, whole: float) -> str:
