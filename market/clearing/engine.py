@@ -128,9 +128,22 @@ def clear(book: OrderBook, solver: str = DEFAULT_SOLVER) -> ClearingResult:
 
 def result_hash(result: ClearingResult) -> str:
     """Hash of everything a participant is told: awards, prices, rejections, point results, welfare."""
+    # A clearing shares one Decimal object per distinct value among millions of (offer, ISP) cells,
+    # so each object is printed once, looked up by identity (equal Decimals such as 0 and 0.0000
+    # print differently, so not by value). Every object stays alive in ``result`` meanwhile.
+    cells = list(
+        itertools.chain.from_iterable(
+            itertools.chain(
+                itertools.chain.from_iterable((a.accepted_kw, a.price_per_mwh) for a in result.awards),
+                (r.procured_kw for r in result.request_awards),
+            )
+        )
+    )
+    objects = dict(zip(map(id, cells), cells, strict=True))
+    printed = {key: str(value) for key, value in objects.items()}
 
     def text(values: Iterable[Decimal]) -> list[str]:
-        return list(map(str, values))
+        return list(map(printed.__getitem__, map(id, values)))
 
     return _digest(
         {
