@@ -103,8 +103,9 @@ def _rss_gb(pid: int) -> float:
 
 
 def run_child(
-    phase: str, size: str, offers: int | None = None, *, timeout: float = TIMEOUT_S, profile_text: Path | None = None
+    phase: str, size: str, offers: int | None = None, *, timeout: float | None = None, profile_text: Path | None = None
 ) -> Run:
+    timeout = TIMEOUT_S if timeout is None else timeout
     n = SIZES[size].offers if offers is None else offers
     label = f"{phase} {size} ({n:,} offers)"
     say(f"  {label}: started (timeout {timeout / 60:.0f} min)")
@@ -833,6 +834,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--markdown-only", action="store_true", help="rewrite the .md files from the saved .json, measure nothing"
     )
+    parser.add_argument(
+        "--timeout-min", type=float, help=f"per-measurement timeout in minutes (default {TIMEOUT_S / 60:.0f})"
+    )
     parser.add_argument("--phase", help=argparse.SUPPRESS)
     parser.add_argument("--offers", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -852,6 +856,9 @@ def main() -> None:
 
         run_phase(args.phase, args.size, args.offers, args.out, args.profile_text)
         return
+    if args.timeout_min is not None:
+        global TIMEOUT_S  # noqa: PLW0603 - one setting for every child of this run
+        TIMEOUT_S = args.timeout_min * 60
     probes = Probes()
     for name in ("small", "storage", "medium", "large") if args.all else (args.size,):
         if args.markdown_only:
