@@ -150,11 +150,12 @@ class ClearingResult:
 
 class _Reprs(dict[float, str]):
     """``repr`` of floats, remembered: a book repeats the same few hundred quantities many times.
-    Zero is not remembered, as 0.0 and -0.0 are one key with two reprs."""
+    Only floats with a fraction are remembered: 0.0 and -0.0, or 10 and 10.0, are one key each
+    with two reprs."""
 
     def __missing__(self, key: float) -> str:
         text = repr(key)
-        if key:
+        if type(key) is float and not key.is_integer():
             self[key] = text
         return text
 

@@ -23,9 +23,10 @@ import dataclasses
 import hashlib
 import itertools
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
 import numpy as np
@@ -69,8 +70,12 @@ def _price(value: float) -> Decimal:
 # -- hashing ----------------------------------------------------------------------------------------
 
 
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
 def _digest(value: Any) -> str:
-    return hashlib.sha256(json.dumps(value, separators=(",", ":")).encode()).hexdigest()
+    return hashlib.sha256(_json(value).encode()).hexdigest()
 
 
 def book_hash(book: OrderBook) -> str:
@@ -127,53 +132,59 @@ def clear(book: OrderBook, solver: str = DEFAULT_SOLVER) -> ClearingResult:
 
 
 def result_hash(result: ClearingResult) -> str:
-    """Hash of everything a participant is told: awards, prices, rejections, point results, welfare."""
-    # A clearing shares one Decimal object per distinct value among millions of (offer, ISP) cells,
-    # so each object is printed once, looked up by identity (equal Decimals such as 0 and 0.0000
-    # print differently, so not by value). Every object stays alive in ``result`` meanwhile.
-    cells = list(
-        itertools.chain.from_iterable(
-            itertools.chain(
-                itertools.chain.from_iterable((a.accepted_kw, a.price_per_mwh) for a in result.awards),
-                (r.procured_kw for r in result.request_awards),
-            )
-        )
-    )
-    objects = dict(zip(map(id, cells), cells, strict=True))
-    printed = {key: str(value) for key, value in objects.items()}
+    """Hash of everything a participant is told: awards, prices, rejections, point results, welfare.
 
-    def text(values: Iterable[Decimal]) -> list[str]:
-        return list(map(printed.__getitem__, map(id, values)))
+    The SHA-256 of this document's canonical JSON (``json.dumps`` with ``separators=(",", ":")``),
+    every Decimal as its ``str``::
 
-    return _digest(
-        {
-            "awards": [
-                [
-                    a.offer_id,
-                    a.first_isp,
-                    text(a.accepted_kw),
-                    text(a.price_per_mwh),
-                    None if a.activation is None else str(a.activation),
-                ]
-                for a in result.awards
-            ],
-            "rejections": [[r.offer_id, r.reason.value] for r in result.rejections],
-            "points": [
-                [
-                    p.congestion_point,
-                    p.isp,
-                    p.direction,
-                    str(p.requested_kw),
-                    str(p.procured_kw),
-                    str(p.unmet_kw),
-                    str(p.price_per_mwh),
-                ]
-                for p in result.points
-            ],
-            "requests": [[r.request_id, r.first_isp, text(r.procured_kw)] for r in result.request_awards],
-            "welfare": str(result.welfare),
-        }
+        {"awards": [[offer_id, first_isp, [kW, ...], [price, ...], activation or null], ...],
+         "rejections": [[offer_id, reason], ...],
+         "points": [[point, isp, direction, requested, procured, unmet, price], ...],
+         "requests": [[request_id, first_isp, [kW, ...]], ...],
+         "welfare": welfare}
+
+    The awards' and requests' arrays of (order, ISP) cells, millions in a large clearing, are written
+    here directly rather than through ``json.dumps``. A clearing shares one Decimal object per
+    distinct value, so each object is printed once and found again by identity (not by value:
+    0 and 0.0000 are equal but print differently); every object stays alive in ``result``.
+    """
+    quoted: dict[int, str] = {}
+
+    def cells(values: tuple[Decimal, ...]) -> str:
+        try:
+            return ",".join(map(quoted.__getitem__, map(id, values)))
+        except KeyError:
+            for value in values:
+                quoted.setdefault(id(value), f'"{value}"')
+            return ",".join(map(quoted.__getitem__, map(id, values)))
+
+    text = encode_basestring_ascii
+    awards = ",".join(
+        f"[{text(a.offer_id)},{a.first_isp},[{cells(a.accepted_kw)}],[{cells(a.price_per_mwh)}],"
+        f"{'null' if a.activation is None else text(str(a.activation))}]"
+        for a in result.awards
     )
+    requests = ",".join(f"[{text(r.request_id)},{r.first_isp},[{cells(r.procured_kw)}]]" for r in result.request_awards)
+    rejections = _json([[r.offer_id, r.reason.value] for r in result.rejections])
+    points = _json(
+        [
+            [
+                p.congestion_point,
+                p.isp,
+                p.direction,
+                str(p.requested_kw),
+                str(p.procured_kw),
+                str(p.unmet_kw),
+                str(p.price_per_mwh),
+            ]
+            for p in result.points
+        ]
+    )
+    document = (
+        f'{{"awards":[{awards}],"rejections":{rejections},"points":{points},'
+        f'"requests":[{requests}],"welfare":{text(str(result.welfare))}}}'
+    )
+    return hashlib.sha256(document.encode()).hexdigest()
 
 
 @dataclass
@@ -415,10 +426,11 @@ class _Tally:
         )
 
     def collect(self, component: FlatBook, model: LinearModel, solution: Solution, prices: FloatArray) -> None:
+        near = RESULT_TOL / model.kw_per_unit()
         v = np.where(
-            np.abs(solution.v - model.lb) <= RESULT_TOL,
+            np.abs(solution.v - model.lb) <= near,
             model.lb,
-            np.where(np.abs(solution.v - model.ub) <= RESULT_TOL, model.ub, solution.v),
+            np.where(np.abs(solution.v - model.ub) <= near, model.ub, solution.v),
         )
         value, helps = self._points(component, model, v, prices)
         kw, bid_money = self._flex(component, model, v)
@@ -508,21 +520,21 @@ class _Tally:
         self.paid[slot] = value[got] if pay_as_clear else bid_money[got] / kw[got]
 
 
-def _rounded(values: FloatArray, places: int) -> IntArray:
-    """``values`` rounded to 6 decimals, then half-even to ``places``, in units of ``10**-places``."""
-    micro = np.rint(np.asarray(values, dtype=np.float64) * 1e6).astype(np.int64)
-    scale = 10 ** (6 - places)
-    whole, rest = np.divmod(micro, scale)
-    return np.asarray(whole + ((rest > scale // 2) | ((rest == scale // 2) & (whole % 2 == 1))), dtype=np.int64)
+def _exact(values: FloatArray, places: int) -> tuple[npt.NDArray[np.object_], IntArray]:
+    """The distinct Decimals that :func:`_kw` (3 places) or :func:`_price` (4 places) makes of
+    ``values`` (the exact rule, applied once per distinct value), and each value's position in them."""
+    exact = _kw if places == 3 else _price  # noqa: PLR2004 - kW have 3 places, prices 4
+    values = np.asarray(values, dtype=np.float64)
+    distinct = np.unique(values)
+    made = np.empty(len(distinct), dtype=object)
+    made[:] = [exact(v) for v in distinct.tolist()]
+    return made, np.searchsorted(distinct, values)
 
 
 def _decimals(values: FloatArray, places: int) -> list[Decimal]:
-    """``values`` as Decimals with ``places`` decimals (:func:`_rounded`); one Decimal per distinct value."""
-    rounded = _rounded(values, places)
-    distinct = np.unique(rounded)
-    made = np.empty(len(distinct), dtype=object)
-    made[:] = [Decimal(n).scaleb(-places) for n in distinct.tolist()]
-    return list(made[np.searchsorted(distinct, rounded)])
+    """``values`` as :func:`_exact` rounds them, one shared Decimal object per distinct value."""
+    made, position = _exact(values, places)
+    return list(made[position])
 
 
 def _awards(columns: _Columns, tally: _Tally) -> tuple[tuple[Award, ...], tuple[Rejection, ...]]:
@@ -599,27 +611,32 @@ def _welfare(book: OrderBook, columns: _Columns, tally: _Tally, request_awards: 
         total += value[request_award.request_id] * sum(request_award.procured_kw, Decimal(0))
     slots = columns.slots
     got = np.flatnonzero(tally.accepted > RESULT_TOL)
-    watts = _rounded(tally.accepted[got], 3)
+    made, position = _exact(tally.accepted[got], 3)
+    kws = made[position]
+    watts = np.asarray([int(kw.scaleb(3)) for kw in made], dtype=np.int64)[position]
     offer_of = slots.order[got]
     awarded = np.unique(offer_of)
     price_micro = np.full(len(columns.offers), -1, dtype=np.int64)
     for i in awarded.tolist():
-        if columns.tranche_count[i] == 1:
+        if columns.tranche_count[i] == 1 and columns.tranche_share[i, 0] == 1.0:
             micro = _micro(float(columns.tranche_price[i, 0]))
             if micro is not None and 0 <= micro < 2**40:
                 price_micro[i] = micro
-    # ... and only where the accepted watts are at most the offered kW (then min(kW, quantity) = kW).
-    simple = (price_micro[offer_of] >= 0) & (watts <= np.floor(slots.kw[got] * 1000))
-    fits = np.all(watts[simple] < 2**22)  # W × millionths stays below 2**62
-    if fits:
+    # ... and only where the accepted watts are at most the offered kW (then min(kW, quantity) = kW):
+    # the quantity is a whole number of watts exactly when q == (q·1000 rounded) / 1000 in floats.
+    offered = slots.kw[got]
+    offered_watts = np.rint(offered * 1000)
+    whole = offered_watts / 1000 == offered
+    simple = (price_micro[offer_of] >= 0) & whole & (watts <= offered_watts)
+    if np.all(watts[simple] < 2**22):  # W × millionths stays below 2**62
         products = watts[simple] * price_micro[offer_of[simple]]
         total -= Decimal(sum(products.tolist())).scaleb(-9)
     else:
         simple[:] = False
-    kws = _decimals(tally.accepted[got[~simple]], 3)
-    for slot, kw in zip(got[~simple].tolist(), kws, strict=True):
+    for k in np.flatnonzero(~simple).tolist():
+        slot = int(got[k])
         offer = columns.offers[int(slots.order[slot])]
-        total -= _tranche_cost(offer, kw, Decimal(repr(float(slots.kw[slot]))))
+        total -= _tranche_cost(offer, kws[k], Decimal(repr(float(slots.kw[slot]))))
     return (total * hours / 1000).quantize(MONEY, rounding=ROUND_HALF_EVEN) + 0
 
 

@@ -123,6 +123,16 @@ class LinearModel:
     def n(self) -> int:
         return len(self.c)
 
+    def kw_per_unit(self) -> FloatArray:
+        """kW that one unit of each column moves: 1 for kW columns, the largest ISP of the profile
+        for a block's activation (a fraction), 1 for a binary."""
+        per_unit = np.ones(self.n)
+        if self.block_profile.shape[0]:
+            largest = np.asarray(abs(self.block_profile).max(axis=0).todense()).reshape(-1)
+            blocks = self.col_kind == A
+            per_unit[blocks] = np.maximum(largest[blocks], 1e-9)
+        return per_unit
+
 
 @dataclass
 class _Builder:

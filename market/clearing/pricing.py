@@ -65,8 +65,8 @@ solution; an interior-point solver's 1e-5 kW left on a rejected offer must not m
 PRICE_TOL = 1e-5
 """Currency per MWh: reduced costs smaller than this are zero."""
 FACE_TOL = 1e-7
-"""Currency per MWh: slack given to each face constraint, so the solver's last digits in ``v`` (which
-decide at which bound a column sits) cannot make the face empty."""
+"""Relative: two ends of a face row this close make it an equation. Also the slack each row gets
+only if the substituted prices leave the rest of the face empty by rounding."""
 _PATTERN_SEED = 20_270_101
 
 
@@ -94,11 +94,12 @@ class DualFace:
     @classmethod
     def of(cls, model: LinearModel, v: FloatArray, lb: FloatArray, ub: FloatArray) -> DualFace:
         slack = model.h - model.G @ v
-        rows = np.flatnonzero(np.abs(slack) <= BOUND_TOL * (1 + np.abs(model.h)))
+        rows = np.flatnonzero(np.abs(slack) <= BOUND_TOL)  # kW (relief) or kWh (storage): absolute
         g = model.G[rows].tocsc()
-        movable = (ub - lb > BOUND_TOL) & (np.diff(g.indptr) > 0)
-        at_lb = v <= lb + BOUND_TOL
-        at_ub = v >= ub - BOUND_TOL
+        near = BOUND_TOL / model.kw_per_unit()  # half a watt in each column's own unit
+        movable = (ub - lb > near) & (np.diff(g.indptr) > 0)
+        at_lb = v <= lb + near
+        at_ub = v >= ub - near
         # Same pattern, same key: two random projections of the column (identical columns give
         # identical floats, as the sparse product sums the same entries in the same order).
         rng = np.random.default_rng(_PATTERN_SEED)
@@ -164,9 +165,15 @@ class DualFace:
         sub = self.A[:, unknown].tocsr()
         sub.eliminate_zeros()
         use = np.diff(sub.indptr) > 0
-        face = _FaceLP(sub[use], self.low[use] - shift[use], self.high[use] - shift[use])
         cols = position[free]
-        face.push(cols, 1.0)
+        try:
+            face = _FaceLP(sub[use], self.low[use] - shift[use], self.high[use] - shift[use])
+            face.push(cols, 1.0)
+        except SolverError:
+            # The substituted prices miss the remaining rows in the last digits: give each row the
+            # equation tolerance (the ends move by as much).
+            face = _FaceLP(sub[use], self.low[use] - shift[use], self.high[use] - shift[use], slack=True)
+            face.push(cols, 1.0)
         face.push(cols, -1.0)
         low, high = np.zeros(len(free)), np.zeros(len(free))
         for k, col in enumerate(cols.tolist()):
@@ -180,7 +187,7 @@ class DualFace:
                 top = face.extreme(col, -1.0)
                 # No upper end: nothing can relieve the row at the margin (demand left unmet, or
                 # opposing requests at one point). Its price is then the lowest valid one.
-                high[k] = low[k] if top >= face.big * (1 - 1e-9) else min(top, face.ceiling[col])
+                high[k] = low[k] if np.isinf(top) else min(top, face.ceiling[col])
         return np.maximum(low, 0.0), np.maximum(high, 0.0)
 
 
@@ -195,15 +202,18 @@ class _FaceLP:
     The face has a row per column pattern, most of which never bind. So HiGHS gets only the
     equations, the single-variable rows and whatever rows an optimum has broken so far (constraint
     generation: solve, add every row the optimum violates, re-solve warm; the optimum that violates
-    none is the optimum of the whole face). ``λ ≤ big`` keeps each round bounded; an optimum at
-    ``big`` that violates nothing means the face has no upper end there.
+    none is the optimum of the whole face). ``λ ≤ big`` keeps each round bounded. An optimum with
+    any ``λ`` at ``big`` may owe its value to the cap (a price tied to one that has no upper end), so
+    that end is solved again over the whole face without caps, where HiGHS reports an unbounded
+    end as such.
     """
 
-    def __init__(self, a: sp.csr_matrix, low: FloatArray, high: FloatArray) -> None:
+    def __init__(self, a: sp.csr_matrix, low: FloatArray, high: FloatArray, *, slack: bool = False) -> None:
         self.a = a
         self.tolerance = FACE_TOL * (1 + np.abs(np.where(np.isfinite(low), low, np.where(np.isfinite(high), high, 0))))
-        self.low = np.where(np.isfinite(low), low - self.tolerance, -highspy.kHighsInf)
-        self.high = np.where(np.isfinite(high), high + self.tolerance, highspy.kHighsInf)
+        give = self.tolerance if slack else 0.0
+        self.low = np.where(np.isfinite(low), low - give, -highspy.kHighsInf)
+        self.high = np.where(np.isfinite(high), high + give, highspy.kHighsInf)
         n = a.shape[1]
         counts = np.diff(a.indptr)
         one = np.flatnonzero(counts == 1)
@@ -219,12 +229,12 @@ class _FaceLP:
         self.big = 1e6 * (1 + float(finite.max()))
         self.seen_low = np.full(n, np.inf)
         self.seen_high = np.full(n, -np.inf)
-        self.highs = highspy.Highs()
-        self.highs.setOptionValue("output_flag", False)
+        self.highs = _quiet_highs()
         self.highs.addVars(n, np.zeros(n), np.full(n, self.big))
         equal = np.isfinite(low) & np.isfinite(high) & (high - low <= self.tolerance)
         self.added = np.zeros(a.shape[0], dtype=bool)
         self._add(np.flatnonzero(equal | (counts == 1)))
+        self.uncapped: highspy.Highs | None = None
 
     def _add(self, rows: IntArray) -> None:
         if not len(rows):
@@ -249,7 +259,8 @@ class _FaceLP:
                 raise SolverError(f"price interval LP ended with {self.highs.modelStatusToString(status)}")
             x = np.asarray(self.highs.getSolution().col_value)
             r = self.a @ x
-            broken = np.flatnonzero(~self.added & ((r < self.low - self.tolerance) | (r > self.high + self.tolerance)))
+            check = 1e-2 * self.tolerance
+            broken = np.flatnonzero(~self.added & ((r < self.low - check) | (r > self.high + check)))
             if not len(broken):
                 np.minimum(self.seen_low, x, out=self.seen_low)
                 np.maximum(self.seen_high, x, out=self.seen_high)
@@ -266,11 +277,48 @@ class _FaceLP:
         self.highs.changeColsCost(n, np.arange(n, dtype=np.int32), np.zeros(n))
 
     def extreme(self, col: int, sign: float) -> float:
-        """``min λ[col]`` (sign 1) or ``max λ[col]`` (sign −1) over the face."""
+        """``min λ[col]`` (sign 1) or ``max λ[col]`` (sign −1) over the face; ``inf`` if unbounded."""
         self.highs.changeColCost(col, sign)
         x = self._solve()
         self.highs.changeColCost(col, 0.0)
+        if sign < 0 and np.any(x >= self.big * (1 - 1e-9)):
+            return self._uncapped_max(col)
         return float(x[col])
+
+    def _uncapped_max(self, col: int) -> float:
+        if self.uncapped is None:
+            a = self.a.tocsc()
+            n = a.shape[1]
+            lp = highspy.HighsLp()
+            lp.num_col_ = n
+            lp.num_row_ = a.shape[0]
+            lp.col_cost_ = np.zeros(n)
+            lp.col_lower_ = np.zeros(n)
+            lp.col_upper_ = np.full(n, highspy.kHighsInf)
+            lp.row_lower_ = self.low
+            lp.row_upper_ = self.high
+            lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+            lp.a_matrix_.start_ = a.indptr
+            lp.a_matrix_.index_ = a.indices
+            lp.a_matrix_.value_ = a.data
+            self.uncapped = _quiet_highs()
+            self.uncapped.passModel(lp)
+        self.uncapped.changeColCost(col, -1.0)
+        self.uncapped.run()
+        status = self.uncapped.getModelStatus()  # read before the model changes again
+        top = float(self.uncapped.getSolution().col_value[col])
+        self.uncapped.changeColCost(col, 0.0)
+        if status == highspy.HighsModelStatus.kUnbounded:
+            return np.inf
+        if status != highspy.HighsModelStatus.kOptimal:
+            raise SolverError(f"price interval LP ended with {self.uncapped.modelStatusToString(status)}")
+        return top
+
+
+def _quiet_highs() -> highspy.Highs:
+    highs = highspy.Highs()
+    highs.setOptionValue("output_flag", False)
+    return highs
 
 
 def row_prices(model: LinearModel, solution: Solution, lb: FloatArray, ub: FloatArray) -> tuple[FloatArray, bool]:

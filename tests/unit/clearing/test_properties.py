@@ -15,6 +15,8 @@ checked over their profile and all-or-nothing offers are not checked.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from decimal import Decimal
 
 from hypothesis import HealthCheck, Phase, given, settings
@@ -215,8 +217,42 @@ def check_welfare_is_what_the_awards_say(book: OrderBook, result: ClearingResult
     assert result.welfare == expected
 
 
+def check_result_hash_is_the_documented_json(result: ClearingResult) -> None:
+    """The engine writes the hashed JSON's big arrays by hand; it must be exactly json.dumps's."""
+    document = {
+        "awards": [
+            [
+                a.offer_id,
+                a.first_isp,
+                [str(v) for v in a.accepted_kw],
+                [str(v) for v in a.price_per_mwh],
+                None if a.activation is None else str(a.activation),
+            ]
+            for a in result.awards
+        ],
+        "rejections": [[r.offer_id, r.reason.value] for r in result.rejections],
+        "points": [
+            [
+                p.congestion_point,
+                p.isp,
+                p.direction,
+                str(p.requested_kw),
+                str(p.procured_kw),
+                str(p.unmet_kw),
+                str(p.price_per_mwh),
+            ]
+            for p in result.points
+        ],
+        "requests": [[r.request_id, r.first_isp, [str(v) for v in r.procured_kw]] for r in result.request_awards],
+        "welfare": str(result.welfare),
+    }
+    expected = hashlib.sha256(json.dumps(document, separators=(",", ":")).encode()).hexdigest()
+    assert result.result_hash == expected
+
+
 def check_all(book: OrderBook) -> None:
     result = clear(book)
+    check_result_hash_is_the_documented_json(result)
     check_welfare_not_negative(result)
     check_welfare_is_what_the_awards_say(book, result)
     check_awards_within_bounds(book, result)
@@ -235,3 +271,15 @@ def test_properties_divisible_tranches_and_blocks(book):
 @given(random_books(all_or_nothing=True).filter(lambda b: any(o.min_fraction > 0 for o in b.offers)))
 def test_properties_with_all_or_nothing_offers(book):
     check_all(book)
+
+
+def test_result_hash_with_quotes_and_non_ascii_ids():
+    """Ids are JSON strings in the hashed document: escaped as json.dumps escapes them."""
+    offers = (
+        Offer('o-"ü"', "T", UP, 0, (5.0,), ((1.0, 50.0),), at(1)),
+        Offer("o-\\2\u2603", "T", UP, 0, (5.0,), ((1.0, 90.0),), at(2)),
+    )
+    requests = (Request("r-é", "T", UP, 0, (7.0,), 100.0, at(0)),)
+    result = clear(OrderBook(ISPS[:1], 0.25, offers, requests, {("T", "T"): 1.0}, PricingRule.PAY_AS_CLEAR))
+    assert len(result.awards) == 2
+    check_result_hash_is_the_documented_json(result)
