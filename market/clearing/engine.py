@@ -9,8 +9,9 @@ Steps per independent component of ISPs (see :mod:`market.clearing.decompose`):
 3. Prices: the relief rows' duals, made unique by the midpoint rule (:mod:`market.clearing.pricing`).
 4. Quantities: if the optimum is not unique (a flat overlap), re-solve with welfare held at ``W*``
    and a secondary objective: most procured kW first, then earlier submissions first (MARKET.md:
-   break ties in quantity by time priority). The rank weights are below 1 kW each so they never
-   outweigh a kW of procurement.
+   break ties in quantity by time priority), then an offer's earlier ISPs first (a storage offer's
+   energy could otherwise go to any of several ISPs). The rank weights are below 1 kW each so they
+   never outweigh a kW of procurement.
 
 Accepted kW are rounded to 3 decimals (1 W) and prices to 4 decimals per MWh, after snapping
 values within the solver's tolerance of a bound to the bound, so results do not depend on the
@@ -342,7 +343,8 @@ def _solve_component(model: LinearModel, solver: str) -> tuple[Solution, np.ndar
 
 
 def _tie_break(model: LinearModel, solution: Solution, lb: np.ndarray, ub: np.ndarray, component: FlatBook) -> Solution:
-    """Among optimal solutions: most procured kW, then earlier orders first (module docstring).
+    """Among optimal solutions: most procured kW, then earlier orders first, then an offer's earlier
+    ISPs first (module docstring).
 
     Secondary objective, with welfare held at its optimum: ``Σ (1 + ε_r) y − Σ ε_o x`` where the
     weights ``ε`` fall with time priority, lie in (0, 0.5), and are counted per kW. The weights make
@@ -358,7 +360,11 @@ def _tie_break(model: LinearModel, solution: Solution, lb: np.ndarray, ub: np.nd
     flex = (model.col_kind == X) | (model.col_kind == A)
     n_offers = max(component.n_offers, 1)
     _, order = np.unique(component.offer_rank[model.col_order[flex]], return_inverse=True)
-    weight = 0.5 * (order + 1) / (n_offers + 1)
+    # Within one offer, earlier ISPs first (a storage offer's energy could otherwise sit in any of
+    # several ISPs at equal weight): a step in (0, 1) keeps each offer's weights apart from the next.
+    isp = model.col_isp[flex]
+    step = np.where(isp >= 0, (isp + 1) / (component.n_isps + 1), 1.0)
+    weight = 0.5 * (order + step) / (n_offers + 1)
     if np.any(model.col_kind == A):
         # An activation column carries a whole profile; weigh it per kW like divisible columns.
         kw_per_unit = np.asarray(abs(model.block_profile).sum(axis=0)).reshape(-1)[flex]
