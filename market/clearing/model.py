@@ -93,9 +93,6 @@ class FlatBook:
     def offer(self, o: int) -> Offer:
         return self.all_offers[int(self.offer_ids[o])]
 
-    def request(self, r: int) -> Request:
-        return self.all_requests[int(self.request_ids[r])]
-
 
 @dataclass
 class LinearModel:
