@@ -48,7 +48,18 @@ from market.clearing.book import (
     book_to_json,
 )
 from market.clearing.decompose import isp_components
-from market.clearing.model import RELIEF, A, FlatBook, FloatArray, IntArray, LinearModel, X, Y, build_model
+from market.clearing.model import (
+    RELIEF,
+    A,
+    FlatBook,
+    FloatArray,
+    IntArray,
+    LinearModel,
+    OfferTable,
+    X,
+    Y,
+    build_model,
+)
 from market.clearing.pricing import PRICE_TOL, has_alternative_optima, reduced_costs, row_prices
 from market.clearing.solve import DEFAULT_SOLVER, Solution, solve, solve_highs
 
@@ -221,14 +232,7 @@ class _Columns:
     requests: list[Request]
     points: list[str]
     relief: sp.csr_matrix
-    offer_point: IntArray
-    offer_direction: IntArray
-    tranche_share: FloatArray
-    tranche_price: FloatArray
-    tranche_count: IntArray
-    offer_block: npt.NDArray[np.bool_]
-    offer_storage: npt.NDArray[np.bool_]
-    offer_min_fraction: FloatArray
+    offer_table: OfferTable
     slots: _Slots
     request_point: IntArray
     request_direction: IntArray
@@ -266,14 +270,16 @@ class _Columns:
             requests=requests,
             points=points,
             relief=relief,
-            offer_point=np.asarray([point_index[o.congestion_point] for o in offers], dtype=np.int64),
-            offer_direction=np.asarray([o.direction for o in offers], dtype=np.int64),
-            tranche_share=share,
-            tranche_price=price,
-            tranche_count=count,
-            offer_block=np.asarray([o.block for o in offers], dtype=bool),
-            offer_storage=np.asarray([o.storage is not None for o in offers], dtype=bool),
-            offer_min_fraction=np.asarray([o.min_fraction for o in offers], dtype=np.float64),
+            offer_table=OfferTable(
+                point=np.asarray([point_index[o.congestion_point] for o in offers], dtype=np.int64),
+                direction=np.asarray([o.direction for o in offers], dtype=np.int64),
+                tranche_share=share,
+                tranche_price=price,
+                tranche_count=count,
+                block=np.asarray([o.block for o in offers], dtype=bool),
+                storage=np.asarray([o.storage is not None for o in offers], dtype=bool),
+                min_fraction=np.asarray([o.min_fraction for o in offers], dtype=np.float64),
+            ),
             slots=_Slots.of(offers),
             request_point=np.asarray([point_index[r.congestion_point] for r in requests], dtype=np.int64),
             request_direction=np.asarray([r.direction for r in requests], dtype=np.int64),
@@ -301,15 +307,8 @@ class _Columns:
                 offer_ids=offer_ids,
                 all_requests=self.requests,
                 request_ids=request_of,
-                offer_point=self.offer_point[offer_ids],
-                offer_direction=self.offer_direction[offer_ids],
+                offer_table=self.offer_table.take(offer_ids),
                 offer_rank=offer_ids,
-                tranche_share=self.tranche_share[offer_ids],
-                tranche_price=self.tranche_price[offer_ids],
-                tranche_count=self.tranche_count[offer_ids],
-                offer_block=self.offer_block[offer_ids],
-                offer_storage=self.offer_storage[offer_ids],
-                offer_min_fraction=self.offer_min_fraction[offer_ids],
                 entry_offer=entry_offer.reshape(-1).astype(np.int64),
                 entry_isp=self.slots.isp[ids] - first,
                 entry_kw=self.slots.kw[ids],
@@ -482,9 +481,9 @@ class _Tally:
         pattern = relief.copy()
         pattern.data = np.ones_like(pattern.data)
         reaches_up, reaches_down = pattern @ has_row[:, :, 0], pattern @ has_row[:, :, 1]
-        src = component.offer_point[component.entry_offer]
+        src = component.offer_table.point[component.entry_offer]
         t = component.entry_isp
-        up = component.offer_direction[component.entry_offer] == 1
+        up = component.offer_table.direction[component.entry_offer] == 1
         value = np.where(up, up_value[src, t], -up_value[src, t])
         helps = np.where(up, reaches_up[src, t], reaches_down[src, t]) > 0
         return value, helps
@@ -556,7 +555,7 @@ def _awards(columns: _Columns, tally: _Tally) -> tuple[tuple[Award, ...], tuple[
     paid = list(paid_or_zero)
     at = np.zeros(len(columns.offers) + 1, dtype=np.int64)
     np.cumsum(np.where(awarded, np.diff(slots.start), 0), out=at[1:])
-    first_price = columns.tranche_price[:, 0]
+    first_price = columns.offer_table.tranche_price[:, 0]
     awards: list[Award] = []
     rejections: list[Rejection] = []
     for i in sorted(range(len(columns.offers)), key=lambda i: columns.offers[i].id):
@@ -624,8 +623,8 @@ def _welfare(book: OrderBook, columns: _Columns, tally: _Tally, request_awards: 
     awarded = np.unique(offer_of)
     price_micro = np.full(len(columns.offers), -1, dtype=np.int64)
     for i in awarded.tolist():
-        if columns.tranche_count[i] == 1 and columns.tranche_share[i, 0] == 1.0:
-            micro = _micro(float(columns.tranche_price[i, 0]))
+        if columns.offer_table.tranche_count[i] == 1 and columns.offer_table.tranche_share[i, 0] == 1.0:
+            micro = _micro(float(columns.offer_table.tranche_price[i, 0]))
             if micro is not None and 0 <= micro < 2**40:
                 price_micro[i] = micro
     # ... and only where the accepted watts are at most the offered kW (then min(kW, quantity) = kW):

@@ -18,7 +18,7 @@ is in its docstring. All families read a :class:`FlatBook`, a columnar copy of t
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -34,6 +34,25 @@ X, A, Y, Z = 0, 1, 2, 3
 """Column kinds."""
 RELIEF, STORAGE, MIN_FRACTION = 0, 1, 2
 """Row kinds."""
+
+
+@dataclass
+class OfferTable:
+    """Per-offer attributes as arrays, one row per offer (the whole book's, or a component's)."""
+
+    point: IntArray
+    direction: IntArray
+    tranche_share: FloatArray
+    """(offer, tranche k): share of the offer's kW in tranche ``k`` (0 past its last tranche)."""
+    tranche_price: FloatArray
+    tranche_count: IntArray
+    block: npt.NDArray[np.bool_]
+    storage: npt.NDArray[np.bool_]
+    min_fraction: FloatArray
+
+    def take(self, rows: IntArray) -> OfferTable:
+        """The table of the offers at ``rows``, in that order."""
+        return OfferTable(**{f.name: getattr(self, f.name)[rows] for f in fields(self)})
 
 
 @dataclass
@@ -54,16 +73,8 @@ class FlatBook:
     offer_ids: IntArray
     all_requests: Sequence[Request]
     request_ids: IntArray
-    offer_point: IntArray
-    offer_direction: IntArray
+    offer_table: OfferTable
     offer_rank: IntArray
-    tranche_share: FloatArray
-    """(offer, tranche k): share of the offer's kW in tranche ``k`` (0 past its last tranche)."""
-    tranche_price: FloatArray
-    tranche_count: IntArray
-    offer_block: npt.NDArray[np.bool_]
-    offer_storage: npt.NDArray[np.bool_]
-    offer_min_fraction: FloatArray
     entry_offer: IntArray
     entry_isp: IntArray
     entry_kw: FloatArray
@@ -205,18 +216,18 @@ def _entries(book: FlatBook, offer_ids: IntArray, *, rebound: bool = False) -> _
 def build_model(book: FlatBook) -> LinearModel:
     """Columns for every order, then each constraint family."""
     b = _Builder()
-    divisible = np.flatnonzero(~book.offer_block)
-    blocks = np.flatnonzero(book.offer_block)
+    divisible = np.flatnonzero(~book.offer_table.block)
+    blocks = np.flatnonzero(book.offer_table.block)
 
     # x: one column per (divisible offer, tranche, ISP).
     entries = _entries(book, divisible)
     x_parts = []
-    for k in range(int(book.tranche_count[divisible].max(initial=0))):
-        has = book.tranche_count[entries.offer] > k
+    for k in range(int(book.offer_table.tranche_count[divisible].max(initial=0))):
+        has = book.offer_table.tranche_count[entries.offer] > k
         cols = b.add_columns(
             X,
-            -book.tranche_price[entries.offer[has], k],
-            book.tranche_share[entries.offer[has], k] * entries.kw[has],
+            -book.offer_table.tranche_price[entries.offer[has], k],
+            book.offer_table.tranche_share[entries.offer[has], k] * entries.kw[has],
             entries.offer[has],
             np.full(int(has.sum()), k),
             entries.isp[has],
@@ -256,7 +267,7 @@ def build_model(book: FlatBook) -> LinearModel:
     )
 
     # z: one binary per all-or-nothing offer.
-    aon = np.flatnonzero(book.offer_min_fraction > 0)
+    aon = np.flatnonzero(book.offer_table.min_fraction > 0)
     z_cols = b.add_columns(
         Z,
         np.zeros(len(aon)),
@@ -416,8 +427,8 @@ def add_relief_constraints(
     for contribution, sign in ((flex, -1.0), (rebound, 1.0)):
         if len(contribution.cols) == 0:
             continue
-        src = book.offer_point[contribution.offer]
-        odir = book.offer_direction[contribution.offer]
+        src = book.offer_table.point[contribution.offer]
+        odir = book.offer_table.direction[contribution.offer]
         counts = np.diff(relief.indptr)[src]
         rep = np.repeat(np.arange(len(src)), counts)
         starts = relief.indptr[src]
@@ -451,7 +462,7 @@ def add_storage_constraints(book: FlatBook, flex: _Contribution, n: int) -> _Row
     bound at the last ISP implies it at every earlier one. One row per offer is therefore exact:
     ``Σ_t kW[o,t] · h / η ≤ soc0`` (up) or ``Σ_t kW[o,t] · h · η ≤ capacity − soc0`` (down).
     """
-    storage = np.flatnonzero(book.offer_storage)
+    storage = np.flatnonzero(book.offer_table.storage)
     if len(storage) == 0:
         return _no_rows(n)
     row_of_offer = np.full(book.n_offers, -1, dtype=np.int64)
