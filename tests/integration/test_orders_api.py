@@ -273,14 +273,21 @@ def test_expired_offers_are_listed_as_expired(client: TestClient[Litestar], w: W
 # -- the batch ------------------------------------------------------------------------------------
 
 
-def test_batch_is_all_or_nothing_and_names_each_bad_item(client: TestClient[Litestar], w: World, db: Session) -> None:
-    offers = [w.offer(price_per_mwh=str(100 + i)) for i in range(50)]
-    offers[7] = w.offer(price_per_mwh="5000")
-    offers[31] = w.offer(isps=[{"start": iso(local(w.open_day, 1, 5)), "quantity_kw": "1"}])
+def _post_refused_batch(client: TestClient[Litestar], w: World, db: Session, count: int, bad: tuple[int, int]) -> None:
+    """A batch of ``count`` offers with a price above the market's bound at ``bad[0]`` and an ISP off
+    the market's grid at ``bad[1]``: refused with both named, and nothing stored."""
+    price_at, isp_at = bad
+    offers = [w.offer(price_per_mwh=str(100 + i % 50)) for i in range(count)]
+    offers[price_at] = w.offer(price_per_mwh="5000")
+    offers[isp_at] = w.offer(isps=[{"start": iso(local(w.open_day, 1, 5)), "quantity_kw": "1"}])
     response = client.post(f"{OFFERS}/batch", json={"offers": offers}, headers=w.household.headers)
     assert response.status_code == 422
-    assert set(_fields(response)) == {"offers[7].price_per_mwh", "offers[31].isps[0].start"}
+    assert set(_fields(response)) == {f"offers[{price_at}].price_per_mwh", f"offers[{isp_at}].isps[0].start"}
     assert _count(db, FlexOffer) == 0
+
+
+def test_batch_is_all_or_nothing_and_names_each_bad_item(client: TestClient[Litestar], w: World, db: Session) -> None:
+    _post_refused_batch(client, w, db, 50, (7, 31))
     good = client.post(f"{OFFERS}/batch", json={"offers": [w.offer() for _ in range(50)]}, headers=w.household.headers)
     assert good.status_code == 201, good.text
     assert good.json()["count"] == 50
@@ -290,16 +297,10 @@ def test_batch_is_all_or_nothing_and_names_each_bad_item(client: TestClient[Lite
 
 
 def test_a_bad_offer_after_streamed_chunks_stores_nothing(client: TestClient[Litestar], w: World, db: Session) -> None:
-    # Offers stream into the COPY as they pass validation, 1,000 a chunk: by offer 2,500 two chunks
-    # have reached PostgreSQL. The refusal must take them back, with the events, and still name
-    # every bad offer, including one after the first.
-    offers = [w.offer(price_per_mwh=str(100 + i % 50)) for i in range(3_000)]
-    offers[2_500] = w.offer(price_per_mwh="5000")
-    offers[2_999] = w.offer(isps=[{"start": iso(local(w.open_day, 1, 5)), "quantity_kw": "1"}])
-    response = client.post(f"{OFFERS}/batch", json={"offers": offers}, headers=w.household.headers)
-    assert response.status_code == 422
-    assert set(_fields(response)) == {"offers[2500].price_per_mwh", "offers[2999].isps[0].start"}
-    assert _count(db, FlexOffer) == 0
+    # Offers stream to PostgreSQL as they pass validation, 1,000 a chunk: by offer 2,500 two chunks
+    # have been inserted. The refusal must take them back, with the events, and still name every
+    # bad offer, including one after the first.
+    _post_refused_batch(client, w, db, 3_000, (2_500, 2_999))
     assert db.scalar(select(func.count()).where(AuditEvent.action == "offer.create")) == 0
 
 
@@ -309,7 +310,7 @@ def test_a_refused_batch_leaves_the_transaction_usable(w: World, db: Session) ->
     now = utcnow()
     with pytest.raises(InvalidInput):
         service.create_offers(db, w.household.principal, bad, now)
-    # The COPY was abandoned inside a savepoint: the same transaction goes on and commits.
+    # The inserted chunks were rolled back to a savepoint: the same transaction goes on and commits.
     ids = service.create_offers(db, w.household.principal, good[:10], now)
     db.commit()
     assert _count(db, FlexOffer) == 10
