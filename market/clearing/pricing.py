@@ -36,7 +36,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from market.clearing.model import RELIEF, FloatArray, IntArray, LinearModel
-from market.clearing.solve import Solution, SolverError
+from market.clearing.solve import Solution, SolverError, highs_lp, quiet_highs
 
 
 def _first_highs_quietly() -> None:
@@ -229,7 +229,7 @@ class _FaceLP:
         self.big = 1e6 * (1 + float(finite.max()))
         self.seen_low = np.full(n, np.inf)
         self.seen_high = np.full(n, -np.inf)
-        self.highs = _quiet_highs()
+        self.highs = quiet_highs()
         self.highs.addVars(n, np.zeros(n), np.full(n, self.big))
         equal = np.isfinite(low) & np.isfinite(high) & (high - low <= self.tolerance)
         self.added = np.zeros(a.shape[0], dtype=bool)
@@ -287,22 +287,11 @@ class _FaceLP:
 
     def _uncapped_max(self, col: int) -> float:
         if self.uncapped is None:
-            a = self.a.tocsc()
-            n = a.shape[1]
-            lp = highspy.HighsLp()
-            lp.num_col_ = n
-            lp.num_row_ = a.shape[0]
-            lp.col_cost_ = np.zeros(n)
-            lp.col_lower_ = np.zeros(n)
-            lp.col_upper_ = np.full(n, highspy.kHighsInf)
-            lp.row_lower_ = self.low
-            lp.row_upper_ = self.high
-            lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
-            lp.a_matrix_.start_ = a.indptr
-            lp.a_matrix_.index_ = a.indices
-            lp.a_matrix_.value_ = a.data
-            self.uncapped = _quiet_highs()
-            self.uncapped.passModel(lp)
+            n = self.a.shape[1]
+            self.uncapped = quiet_highs()
+            self.uncapped.passModel(
+                highs_lp(self.a.tocsc(), np.zeros(n), np.zeros(n), np.full(n, highspy.kHighsInf), self.low, self.high)
+            )
         self.uncapped.changeColCost(col, -1.0)
         self.uncapped.run()
         status = self.uncapped.getModelStatus()  # read before the model changes again
@@ -313,12 +302,6 @@ class _FaceLP:
         if status != highspy.HighsModelStatus.kOptimal:
             raise SolverError(f"price interval LP ended with {self.uncapped.modelStatusToString(status)}")
         return top
-
-
-def _quiet_highs() -> highspy.Highs:
-    highs = highspy.Highs()
-    highs.setOptionValue("output_flag", False)
-    return highs
 
 
 def row_prices(model: LinearModel, solution: Solution, lb: FloatArray, ub: FloatArray) -> tuple[FloatArray, bool]:

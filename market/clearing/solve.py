@@ -51,18 +51,15 @@ def solve(
     model: LinearModel,
     solver: str = DEFAULT_SOLVER,
     *,
-    objective: FloatArray | None = None,
-    extra_rows: tuple[FloatArray, float] | None = None,
     integer: bool = False,
     lb: FloatArray | None = None,
     ub: FloatArray | None = None,
 ) -> Solution:
-    """``max objective·v`` over the model's constraints (plus one optional row ``g·v ≤ h``).
+    """``max c·v`` over the model's constraints, formulated in cvxpy.
 
     ``integer`` keeps the binaries integral (MILP, HiGHS only); otherwise the LP relaxation of the
     given bounds is solved and duals of ``G v ≤ h`` are returned.
     """
-    c = model.c if objective is None else objective
     lower = model.lb if lb is None else lb
     upper = model.ub if ub is None else ub
     integral = np.flatnonzero(model.integer) if integer else np.zeros(0, dtype=np.int64)
@@ -78,10 +75,7 @@ def solve(
     if model.G.shape[0]:
         relief = model.G @ v <= model.h
         constraints.insert(0, relief)
-    if extra_rows is not None:
-        g, h = extra_rows
-        constraints.append(g @ v <= h)
-    problem = cp.Problem(cp.Maximize(c @ v), constraints)
+    problem = cp.Problem(cp.Maximize(model.c @ v), constraints)
     options: dict[str, object] = (
         {"highs_options": highs_options(model.G.shape[0], model.n)} if solver == "HIGHS" and not integer else {}
     )
@@ -97,6 +91,36 @@ def solve(
     return Solution(v=np.asarray(v.value, dtype=np.float64).reshape(-1), duals=duals, objective=float(problem.value))
 
 
+def highs_lp(
+    a: sp.csc_matrix,
+    cost: FloatArray,
+    lower: FloatArray,
+    upper: FloatArray,
+    row_lower: FloatArray,
+    row_upper: FloatArray,
+) -> highspy.HighsLp:
+    """``min cost·x``, ``row_lower ≤ a x ≤ row_upper``, ``lower ≤ x ≤ upper`` as a HighsLp."""
+    lp = highspy.HighsLp()
+    lp.num_col_ = a.shape[1]
+    lp.num_row_ = a.shape[0]
+    lp.col_cost_ = cost
+    lp.col_lower_ = lower
+    lp.col_upper_ = upper
+    lp.row_lower_ = row_lower
+    lp.row_upper_ = row_upper
+    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+    lp.a_matrix_.start_ = a.indptr
+    lp.a_matrix_.index_ = a.indices
+    lp.a_matrix_.value_ = a.data
+    return lp
+
+
+def quiet_highs() -> highspy.Highs:
+    highs = highspy.Highs()
+    highs.setOptionValue("output_flag", False)
+    return highs
+
+
 def solve_highs(
     model: LinearModel, objective: FloatArray, extra_row: tuple[FloatArray, float], lb: FloatArray, ub: FloatArray
 ) -> FloatArray:
@@ -105,21 +129,8 @@ def solve_highs(
     cleared the auction (cvxpy would spend more compiling them than HiGHS solving them)."""
     g, b = extra_row
     a = sp.vstack([model.G, sp.csr_matrix(g.reshape(1, -1))], format="csc")
-    lp = highspy.HighsLp()
-    lp.num_col_ = model.n
-    lp.num_row_ = a.shape[0]
-    lp.sense_ = highspy.ObjSense.kMaximize
-    lp.col_cost_ = objective
-    lp.col_lower_ = lb
-    lp.col_upper_ = ub
-    lp.row_lower_ = np.full(a.shape[0], -highspy.kHighsInf)
-    lp.row_upper_ = np.concatenate([model.h, [b]])
-    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
-    lp.a_matrix_.start_ = a.indptr
-    lp.a_matrix_.index_ = a.indices
-    lp.a_matrix_.value_ = a.data
-    highs = highspy.Highs()
-    highs.setOptionValue("output_flag", False)
+    lp = highs_lp(a, -objective, lb, ub, np.full(a.shape[0], -highspy.kHighsInf), np.concatenate([model.h, [b]]))
+    highs = quiet_highs()
     for name, value in highs_options(a.shape[0], model.n).items():
         highs.setOptionValue(name, value)
     highs.passModel(lp)
