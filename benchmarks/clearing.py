@@ -774,17 +774,18 @@ SUGGESTIONS: list[str] = [
     "2026-12-07): one columnar book per clearing (no per-offer copies per component), the model and the result "
     "collection as numpy over (order, ISP) entries, HiGHS given bounds as column bounds with presolve off, the "
     "tie-break LP over the columns complementary slackness leaves free, prices from a dual face over the "
-    "binding rows only (no SVD), interval LPs by constraint generation, exact integer welfare.",
+    "binding rows only (no SVD), exact integer welfare.",
     "",
     "1. **cvxpy per component.** Each main LP is a new `cp.Problem` that cvxpy canonicalises and hands to "
     "HiGHS (`solve.solve`); the 'LP solves' table splits its time into cvxpy compilation and HiGHS `run()`. "
     "Solving the same matrices with highspy directly would remove the compilation and the interface's copies "
     "(the floor rows are exactly that), at the price of cvxpy as the formulation layer the issue asks for.",
-    "2. **The storage day's prices.** Its dual is degenerate in thousands of relief rows at once (scarce "
-    "storage energy couples every ISP through each offer's state-of-charge row). Two interval LPs per free "
-    "row over a dual face of ~200,000 column patterns take about 2 s each. Needed: pin more rows exactly "
-    "(a sparse rank test of the equations, not only substitution), or a pricing rule whose unique solution "
-    "takes one optimisation for the whole face.",
+    "2. **Degenerate prices (done, session of 2026-12-07 evening).** The storage day's dual is degenerate in "
+    "thousands of relief rows at once (scarce storage energy couples every ISP through each offer's "
+    "state-of-charge row). Two interval LPs per free row over the whole face took about 2 s each (hours in "
+    "all). Now the face's equations are solved by sparse elimination, the rest of the face is written over "
+    "the few unknowns they leave free, and those split into small independent components with an LP each "
+    "(`pricing.Parametrization`, `pricing.ParamFace`).",
     "3. **Decimal results and hashes.** `_awards`, `result_hash` and `book_hash` still make or print one "
     "Python object per (offer, ISP); the hashes must stay byte-identical for stored runs to verify.",
     "4. **Parallel components.** Threads gave about 10 % (HiGHS releases the GIL, the rest of a component is "

@@ -19,10 +19,18 @@ slack, and per column ``j`` (``G_j`` its column over the binding rows)::
 
 So ``Λ*`` lives in the space of the *binding* rows only, a few per congestion point and ISP, and
 columns with the same ``G_j`` (every offer of one congestion point, direction and ISP) collapse into
-one two-sided constraint with the tightest ends. Equations with a single unknown pin that ``λ``;
-substituting pinned values pins more (a row's price is then exact, computed from the bids, not
-read from the solver). Only rows still free need the two interval LPs, over the few unknowns left,
-each a warm-started re-solve in one HiGHS instance.
+one two-sided constraint with the tightest ends (:class:`DualFace`).
+
+**Computing the intervals.** Each column between its bounds makes an equation. Sparse Gaussian
+elimination (:class:`Parametrization`) writes every unknown as ``λ = beta + N θ`` over the few
+unknowns ``θ`` the equations leave free; a ``λ`` that no ``θ`` moves is exact, computed from the
+bids. Written over ``θ``, most of the face's inequalities hold one ``θ`` only (bounds on it), and
+the rest couple ``θ`` into small independent components (:class:`ParamFace`). The interval of a
+``θ`` alone is its two bounds; within a component, two LPs push every ``θ`` down and up, and only
+ends those leave short of a ``θ``'s own bound get an LP of their own (:class:`_ComponentLP`). On
+the storage day (5,000 storage offers over 96 ISPs, 8,337 binding rows) 2,123 ``θ`` remain, of
+which 6 components of more than one: pricing takes a fraction of a second where one pair of LPs
+per free row over the whole face took hours.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ from dataclasses import dataclass
 import highspy
 import numpy as np
 import scipy.sparse as sp
+from scipy.sparse.csgraph import connected_components
 
 from market.clearing.model import RELIEF, FloatArray, IntArray, LinearModel
 from market.clearing.solve import Solution, SolverError, highs_lp, quiet_highs
@@ -122,200 +131,297 @@ class DualFace:
         np.minimum.at(high, group[above], c[above])
         return cls(rows=rows, A=g[:, cols[first]].T.tocsr(), low=low, high=high)
 
-    def pinned(self) -> FloatArray:
-        """``λ`` of each binding row that the equations fix, by substitution; NaN where free."""
-        value = np.full(len(self.rows), np.nan)
+    def equations(self) -> tuple[IntArray, FloatArray]:
+        """The rows whose two ends meet (a column between its bounds, or two that pin one pattern),
+        and the value each fixes."""
         finite = np.isfinite(self.low) & np.isfinite(self.high)
-        equal = finite & (self.high - self.low <= FACE_TOL * (1 + np.abs(self.low)))
-        a = self.A[equal].tocsr()
-        target = (self.low[equal] + self.high[equal]) / 2
-        while a.shape[0]:
-            unknown = np.isnan(value)
-            known = np.where(unknown, 0.0, value)
-            rest = target - a @ known
-            a_unknown = a @ sp.diags(unknown.astype(np.float64))
-            a_unknown.eliminate_zeros()
-            counts = np.diff(a_unknown.indptr)
-            single = np.flatnonzero(counts == 1)
-            if not len(single):
-                break
-            var = a_unknown.indices[a_unknown.indptr[single]]
-            coef = a_unknown.data[a_unknown.indptr[single]]
-            # One equation per variable (the first); others that pin it agree up to rounding.
-            var, pick = np.unique(var, return_index=True)
-            value[var] = np.maximum(rest[single[pick]] / coef[pick], 0.0)
-            keep = counts > 1
-            a, target = a[keep], target[keep]
-        return value
+        equal = np.flatnonzero(finite & (self.high - self.low <= FACE_TOL * (1 + np.abs(self.low))))
+        return equal, (self.low[equal] + self.high[equal]) / 2
 
-    def intervals(self, free: IntArray, pinned: FloatArray) -> tuple[FloatArray, FloatArray]:
-        """``min λ`` and ``max λ`` over the face for the binding rows at positions ``free``.
 
-        The pinned values are substituted, leaving an LP in the unknown ``λ`` only (:class:`_FaceLP`).
-        An end is known without an LP when some optimal dual seen so far already sits on a bound that
-        a single constraint puts on that ``λ`` (``λ ≥ 0``, ``λ ≥ value`` of a request left unmet,
-        ``λ ≤ value`` of a request met in full): the bound is then the end, exactly. Two LPs first
-        push all free ``λ`` down and all up at once, which settles most ends that way.
-        """
-        unknown = np.flatnonzero(np.isnan(pinned))
-        position = np.full(len(self.rows), -1)
-        position[unknown] = np.arange(len(unknown))
-        known = np.where(np.isnan(pinned), 0.0, pinned)
-        shift = self.A @ known
-        sub = self.A[:, unknown].tocsr()
-        sub.eliminate_zeros()
-        use = np.diff(sub.indptr) > 0
-        cols = position[free]
-        try:
-            face = _FaceLP(sub[use], self.low[use] - shift[use], self.high[use] - shift[use])
-            face.push(cols, 1.0)
-        except SolverError:
-            # The substituted prices miss the remaining rows in the last digits: give each row the
-            # equation tolerance (the ends move by as much).
-            face = _FaceLP(sub[use], self.low[use] - shift[use], self.high[use] - shift[use], slack=True)
-            face.push(cols, 1.0)
-        face.push(cols, -1.0)
-        low, high = np.zeros(len(free)), np.zeros(len(free))
-        for k, col in enumerate(cols.tolist()):
-            if face.seen_low[col] <= face.floor[col] + _settled(face.floor[col]):
-                low[k] = face.floor[col]
+_ZERO = 1e-10
+"""A coefficient this small, after elimination, is rounding left by a cancellation."""
+
+
+@dataclass
+class Parametrization:
+    """Every ``λ`` that solves the face's equations, as ``λ = beta + N θ``.
+
+    ``θ`` are the unknowns the equations leave free (``params``, in index order); a row of ``N``
+    with no entry is a ``λ`` the equations fix, to ``beta``.
+    """
+
+    beta: FloatArray
+    N: sp.csr_matrix
+    params: IntArray
+
+    @classmethod
+    def of(cls, a: sp.csr_matrix, target: FloatArray) -> Parametrization:
+        """Gaussian elimination of ``a λ = target`` (:class:`_Elimination`), equations with fewest
+        unknowns first, so an equation with one unknown fixes it before it is used elsewhere."""
+        n = a.shape[1]
+        elimination = _Elimination()
+        counts = np.diff(a.indptr)
+        for r in np.lexsort((np.arange(len(counts)), counts)).tolist():
+            start, end = int(a.indptr[r]), int(a.indptr[r + 1])
+            elimination.add(a.indices[start:end].tolist(), a.data[start:end].tolist(), float(target[r]))
+        expression = elimination.expression
+        free = np.array(sorted(set(range(n)) - set(expression)), dtype=np.int64)
+        index = np.full(n, -1, dtype=np.int64)
+        index[free] = np.arange(len(free))
+        beta = np.zeros(n)
+        rows: list[int] = free.tolist()
+        cols: list[int] = list(range(len(free)))
+        data: list[float] = [1.0] * len(free)
+        for v, (value, rest) in expression.items():
+            beta[v] = value
+            for w, d in rest.items():
+                rows.append(v)
+                cols.append(int(index[w]))
+                data.append(d)
+        matrix = sp.csr_matrix((data, (rows, cols)), shape=(n, len(free)))
+        return cls(beta=beta, N=matrix, params=free)
+
+
+class _Elimination:
+    """Sparse Gaussian elimination, one equation at a time.
+
+    ``expression[v] = (value, {w: coef})`` writes an eliminated unknown over the unknowns still free:
+    ``λ_v = value + Σ coef · λ_w``. Each new equation is written over the free unknowns; one of them
+    (the one in fewest expressions so far, then the largest coefficient, then the lowest index: the
+    same choice on every run) is solved for and substituted into every expression that holds it. An
+    equation left with no unknown is implied by the others up to rounding and is dropped.
+    """
+
+    def __init__(self) -> None:
+        self.expression: dict[int, tuple[float, dict[int, float]]] = {}
+        self.used_in: dict[int, set[int]] = {}
+
+    def add(self, unknowns: list[int], coefs: list[float], target: float) -> None:
+        constant = 0.0
+        terms: dict[int, float] = {}
+        for v, coef in zip(unknowns, coefs, strict=True):
+            if v in self.expression:
+                value, rest = self.expression[v]
+                constant += coef * value
+                for w, d in rest.items():
+                    terms[w] = terms.get(w, 0.0) + coef * d
             else:
-                low[k] = max(face.extreme(col, 1.0), face.floor[col])
-            if face.seen_high[col] >= face.ceiling[col] - _settled(face.ceiling[col]):
-                high[k] = face.ceiling[col]
+                terms[v] = terms.get(v, 0.0) + coef
+        terms = {v: coef for v, coef in terms.items() if abs(coef) > _ZERO}
+        if not terms:
+            return
+        pivot = min(terms, key=lambda v: (len(self.used_in.get(v, ())), -abs(terms[v]), v))
+        scale = terms.pop(pivot)
+        value = (target - constant) / scale
+        rest = {w: -d / scale for w, d in terms.items()}
+        for u in sorted(self.used_in.pop(pivot, ())):
+            self._substitute(u, pivot, value, rest)
+        self.expression[pivot] = (value, rest)
+        for w in rest:
+            self.used_in.setdefault(w, set()).add(pivot)
+
+    def _substitute(self, u: int, pivot: int, value: float, rest: dict[int, float]) -> None:
+        """Replace ``λ_pivot = value + Σ rest`` in the expression of ``u``."""
+        u_value, u_rest = self.expression[u]
+        share = u_rest.pop(pivot)
+        for w, d in rest.items():
+            coef = u_rest.get(w, 0.0) + share * d
+            if abs(coef) > _ZERO:
+                u_rest[w] = coef
+                self.used_in.setdefault(w, set()).add(u)
             else:
-                top = face.extreme(col, -1.0)
-                # No upper end: nothing can relieve the row at the margin (demand left unmet, or
-                # opposing requests at one point). Its price is then the lowest valid one.
-                high[k] = low[k] if np.isinf(top) else min(top, face.ceiling[col])
-        return np.maximum(low, 0.0), np.maximum(high, 0.0)
+                u_rest.pop(w, None)
+                self.used_in.get(w, set()).discard(u)
+        self.expression[u] = (u_value + share * value, u_rest)
+
+
+class ParamFace:
+    """The face over ``θ``: what its inequalities (and ``λ ≥ 0``) leave of ``θ``.
+
+    A row over one ``θ`` is a bound on it (``floor ≤ θ ≤ ceiling``); rows over several couple them.
+    ``θ`` that no row couples form components of their own: the interval of a ``θ`` alone is its two
+    bounds, with no LP. Each component of coupled ``θ`` gets one small LP (:class:`_ComponentLP`).
+    """
+
+    def __init__(self, face: DualFace, param: Parametrization, equations: IntArray) -> None:
+        self.param = param
+        p = len(param.params)
+        inequality = np.ones(face.A.shape[0], dtype=bool)
+        inequality[equations] = False  # satisfied by construction
+        a = face.A[inequality]
+        shift = a @ param.beta
+        rows = sp.vstack([(a @ param.N).tocsr(), param.N], format="csr")  # the face, then λ ≥ 0
+        rows.data[np.abs(rows.data) <= _ZERO] = 0.0
+        rows.eliminate_zeros()
+        low = np.concatenate([face.low[inequality] - shift, -param.beta])
+        high = np.concatenate([face.high[inequality] - shift, np.full(len(param.beta), np.inf)])
+        counts = np.diff(rows.indptr)
+        one = np.flatnonzero(counts == 1)
+        var, coef = rows.indices[rows.indptr[one]], rows.data[rows.indptr[one]]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            lower = np.where(coef > 0, low[one], high[one]) / coef
+            upper = np.where(coef > 0, high[one], low[one]) / coef
+        self.floor = np.full(p, -np.inf)
+        self.ceiling = np.full(p, np.inf)
+        # 0/0 (a row's open end divided by ...) cannot occur: coefficients here are non-zero; an
+        # infinite end stays infinite.
+        np.maximum.at(self.floor, var, lower)
+        np.minimum.at(self.ceiling, var, upper)
+        crossed = self.floor > self.ceiling
+        if np.any(self.floor - self.ceiling > FACE_TOL * (1 + np.abs(self.floor))):
+            raise SolverError("the optimal dual face is empty: a price's bounds cross")
+        # Crossed by rounding only: the two ends are one value.
+        self.floor[crossed] = self.ceiling[crossed] = (self.floor[crossed] + self.ceiling[crossed]) / 2
+        several = counts >= 2  # noqa: PLR2004 - a row over two or more θ couples them
+        self.coupling = rows[several]
+        self.coupling_low, self.coupling_high = low[several], high[several]
+        # θ and coupling rows as one graph (a row joins the θ it holds): its components.
+        entries = self.coupling.tocoo()
+        vertices = p + self.coupling.shape[0]
+        graph = sp.coo_array(
+            (np.ones(entries.nnz, dtype=np.int8), (p + entries.row, entries.col)), shape=(vertices, vertices)
+        )
+        _, label = connected_components(graph, directed=False)
+        self.component = label[:p]
+        self.size = np.bincount(self.component, minlength=int(label.max(initial=0)) + 1)[self.component]
+        self.row_component = self.component[self.coupling.indices[self.coupling.indptr[:-1]]]
+        self._lps: dict[int, _ComponentLP] = {}
+
+    def lp(self, component: int) -> _ComponentLP:
+        if component not in self._lps:
+            members = np.flatnonzero(self.component == component)
+            rows = np.flatnonzero(self.row_component == component)
+            self._lps[component] = _ComponentLP(
+                members,
+                self.coupling[rows][:, members].tocsc(),
+                self.floor[members],
+                self.ceiling[members],
+                self.coupling_low[rows],
+                self.coupling_high[rows],
+            )
+        return self._lps[component]
+
+    def interval(self, unknown: int) -> tuple[float, float]:
+        """``min λ`` and ``max λ`` of one unknown over the face (``inf`` if unbounded above)."""
+        start, end = self.param.N.indptr[unknown], self.param.N.indptr[unknown + 1]
+        params = self.param.N.indices[start:end].astype(np.int64)
+        coefs = self.param.N.data[start:end]
+        beta = float(self.param.beta[unknown])
+        if len(params) == 1:
+            k, coef = int(params[0]), float(coefs[0])
+            if self.size[k] == 1:
+                low, high = float(self.floor[k]), float(self.ceiling[k])
+            else:
+                low, high = self.lp(int(self.component[k])).param_interval(k)
+            ends = (coef * low, coef * high) if coef > 0 else (coef * high, coef * low)
+            return beta + ends[0], beta + ends[1]
+        # λ ≥ 0 couples every θ of one λ, so they share a component.
+        low, high = self.lp(int(self.component[params[0]])).form_interval(params, coefs)
+        return beta + low, beta + high
+
+
+class _ComponentLP:
+    """One component of coupled ``θ``: ``floor ≤ θ ≤ ceiling``, ``low ≤ C θ ≤ high``, in one HiGHS
+    instance that each extreme re-solves warm with a new objective."""
+
+    def __init__(
+        self,
+        members: IntArray,
+        c: sp.csc_matrix,
+        floor: FloatArray,
+        ceiling: FloatArray,
+        low: FloatArray,
+        high: FloatArray,
+    ) -> None:
+        self.position = {int(k): i for i, k in enumerate(members.tolist())}
+        self.floor, self.ceiling = floor, ceiling
+        n = len(members)
+        self.highs = quiet_highs()
+        self.highs.setOptionValue("presolve", "off")
+        self.highs.setOptionValue("simplex_strategy", 4)  # primal: each new objective starts feasible
+        inf = highspy.kHighsInf
+        self.highs.passModel(
+            highs_lp(
+                c,
+                np.zeros(n),
+                np.where(np.isfinite(floor), floor, -inf),
+                np.where(np.isfinite(ceiling), ceiling, inf),
+                np.where(np.isfinite(low), low, -inf),
+                np.where(np.isfinite(high), high, inf),
+            )
+        )
+        self._pushed: tuple[FloatArray, FloatArray | None] | None = None
+
+    def _optimum(self, cost: FloatArray) -> FloatArray | None:
+        """``argmin cost·θ``; None if unbounded."""
+        n = len(cost)
+        self.highs.changeColsCost(n, np.arange(n, dtype=np.int32), cost)
+        self.highs.run()
+        status = self.highs.getModelStatus()
+        if status in (highspy.HighsModelStatus.kUnbounded, highspy.HighsModelStatus.kUnboundedOrInfeasible):
+            # Feasible: the first optimum (all θ pushed down, bounded by λ ≥ 0) proved it.
+            return None
+        if status != highspy.HighsModelStatus.kOptimal:
+            raise SolverError(f"price interval LP ended with {self.highs.modelStatusToString(status)}")
+        return np.asarray(self.highs.getSolution().col_value, dtype=np.float64)
+
+    def param_interval(self, k: int) -> tuple[float, float]:
+        """``θ_k``'s interval. Two LPs (once per component) first push all ``θ`` down and all up; an
+        end such an optimum leaves on the ``θ``'s own bound is that bound exactly, with no LP."""
+        if self._pushed is None:
+            n = len(self.floor)
+            down = self._optimum(np.ones(n))
+            if down is None:
+                raise SolverError("price interval LP is unbounded below, but every price is at least 0")
+            self._pushed = (down, self._optimum(-np.ones(n)))
+        down, up = self._pushed
+        i = self.position[k]
+        floor, ceiling = float(self.floor[i]), float(self.ceiling[i])
+        low = floor if down[i] <= floor + _settled(floor) else self._end(i, 1.0)
+        high = ceiling if up is not None and up[i] >= ceiling - _settled(ceiling) else self._end(i, -1.0)
+        return low, max(high, low)
+
+    def _end(self, i: int, sign: float) -> float:
+        cost = np.zeros(len(self.floor))
+        cost[i] = sign
+        x = self._optimum(cost)
+        return np.inf if x is None else float(x[i])
+
+    def form_interval(self, params: IntArray, coefs: FloatArray) -> tuple[float, float]:
+        cost = np.zeros(len(self.floor))
+        cost[[self.position[int(k)] for k in params.tolist()]] = coefs
+        low = self._optimum(cost)
+        high = self._optimum(-cost)
+        if low is None:
+            raise SolverError("price interval LP is unbounded below, but every price is at least 0")
+        return float(cost @ low), np.inf if high is None else float(cost @ high)
 
 
 def _settled(bound: float) -> float:
-    """How close a seen dual must come to a bound to have reached it (the LP's feasibility tolerance)."""
-    return 1e-6 * (1 + abs(bound))
-
-
-class _FaceLP:
-    """``low ≤ A λ ≤ high``, ``0 ≤ λ``, optimised one objective after another in one HiGHS instance.
-
-    The face has a row per column pattern, most of which never bind. So HiGHS gets only the
-    equations, the single-variable rows and whatever rows an optimum has broken so far (constraint
-    generation: solve, add every row the optimum violates, re-solve warm; the optimum that violates
-    none is the optimum of the whole face). ``λ ≤ big`` keeps each round bounded. An optimum with
-    any ``λ`` at ``big`` may owe its value to the cap (a price tied to one that has no upper end), so
-    that end is solved again over the whole face without caps, where HiGHS reports an unbounded
-    end as such.
-    """
-
-    def __init__(self, a: sp.csr_matrix, low: FloatArray, high: FloatArray, *, slack: bool = False) -> None:
-        self.a = a
-        self.tolerance = FACE_TOL * (1 + np.abs(np.where(np.isfinite(low), low, np.where(np.isfinite(high), high, 0))))
-        give = self.tolerance if slack else 0.0
-        self.low = np.where(np.isfinite(low), low - give, -highspy.kHighsInf)
-        self.high = np.where(np.isfinite(high), high + give, highspy.kHighsInf)
-        n = a.shape[1]
-        counts = np.diff(a.indptr)
-        one = np.flatnonzero(counts == 1)
-        var, coef = a.indices[a.indptr[one]], a.data[a.indptr[one]]
-        with np.errstate(invalid="ignore"):
-            lower = np.where(coef > 0, low[one], high[one]) / coef
-            upper = np.where(coef > 0, high[one], low[one]) / coef
-        self.floor = np.zeros(n)
-        self.ceiling = np.full(n, np.inf)
-        np.maximum.at(self.floor, var, np.nan_to_num(lower, nan=-np.inf))
-        np.minimum.at(self.ceiling, var, np.nan_to_num(upper, nan=np.inf))
-        finite = np.concatenate([np.abs(low[np.isfinite(low)]), np.abs(high[np.isfinite(high)]), [1.0]])
-        self.big = 1e6 * (1 + float(finite.max()))
-        self.seen_low = np.full(n, np.inf)
-        self.seen_high = np.full(n, -np.inf)
-        self.highs = quiet_highs()
-        self.highs.addVars(n, np.zeros(n), np.full(n, self.big))
-        equal = np.isfinite(low) & np.isfinite(high) & (high - low <= self.tolerance)
-        self.added = np.zeros(a.shape[0], dtype=bool)
-        self._add(np.flatnonzero(equal | (counts == 1)))
-        self.uncapped: highspy.Highs | None = None
-
-    def _add(self, rows: IntArray) -> None:
-        if not len(rows):
-            return
-        part = self.a[rows]
-        self.highs.addRows(
-            len(rows),
-            self.low[rows],
-            self.high[rows],
-            part.nnz,
-            part.indptr[:-1].astype(np.int32),
-            part.indices.astype(np.int32),
-            part.data,
-        )
-        self.added[rows] = True
-
-    def _solve(self) -> FloatArray:
-        while True:
-            self.highs.run()
-            status = self.highs.getModelStatus()
-            if status != highspy.HighsModelStatus.kOptimal:
-                raise SolverError(f"price interval LP ended with {self.highs.modelStatusToString(status)}")
-            x = np.asarray(self.highs.getSolution().col_value)
-            r = self.a @ x
-            check = 1e-2 * self.tolerance
-            broken = np.flatnonzero(~self.added & ((r < self.low - check) | (r > self.high + check)))
-            if not len(broken):
-                np.minimum(self.seen_low, x, out=self.seen_low)
-                np.maximum(self.seen_high, x, out=self.seen_high)
-                return x
-            self._add(broken)
-
-    def push(self, cols: IntArray, sign: float) -> None:
-        """Optimise ``sign · Σ λ[cols]`` (all down, or all up) and remember what was seen."""
-        n = self.a.shape[1]
-        cost = np.zeros(n)
-        cost[cols] = sign
-        self.highs.changeColsCost(n, np.arange(n, dtype=np.int32), cost)
-        self._solve()
-        self.highs.changeColsCost(n, np.arange(n, dtype=np.int32), np.zeros(n))
-
-    def extreme(self, col: int, sign: float) -> float:
-        """``min λ[col]`` (sign 1) or ``max λ[col]`` (sign −1) over the face; ``inf`` if unbounded."""
-        self.highs.changeColCost(col, sign)
-        x = self._solve()
-        self.highs.changeColCost(col, 0.0)
-        if sign < 0 and np.any(x >= self.big * (1 - 1e-9)):
-            return self._uncapped_max(col)
-        return float(x[col])
-
-    def _uncapped_max(self, col: int) -> float:
-        if self.uncapped is None:
-            n = self.a.shape[1]
-            self.uncapped = quiet_highs()
-            self.uncapped.passModel(
-                highs_lp(self.a.tocsc(), np.zeros(n), np.zeros(n), np.full(n, highspy.kHighsInf), self.low, self.high)
-            )
-        self.uncapped.changeColCost(col, -1.0)
-        self.uncapped.run()
-        status = self.uncapped.getModelStatus()  # read before the model changes again
-        top = float(self.uncapped.getSolution().col_value[col])
-        self.uncapped.changeColCost(col, 0.0)
-        if status == highspy.HighsModelStatus.kUnbounded:
-            return np.inf
-        if status != highspy.HighsModelStatus.kOptimal:
-            raise SolverError(f"price interval LP ended with {self.uncapped.modelStatusToString(status)}")
-        return top
+    """How close an optimum must come to a bound to have reached it (the LP's feasibility tolerance);
+    an infinite bound is never reached."""
+    return 1e-6 * (1 + abs(bound)) if np.isfinite(bound) else -np.inf
 
 
 def row_prices(model: LinearModel, solution: Solution, lb: FloatArray, ub: FloatArray) -> tuple[FloatArray, bool]:
-    """Prices for every row of the model by the rule above; also whether any relief row's dual was
-    not unique."""
+    """The price of every relief row by the rule above (0 for other rows: a storage or minimum
+    fraction row has no price); also whether any relief row's dual was not unique."""
     face = DualFace.of(model, solution.v, lb, ub)
-    pinned = face.pinned()
-    prices = np.zeros(model.G.shape[0])
-    free = np.flatnonzero(np.isnan(pinned) & (model.row_kind[face.rows] == RELIEF))
+    equations, target = face.equations()
+    param = Parametrization.of(face.A[equations], target)
+    value = np.where(np.diff(param.N.indptr) == 0, param.beta, np.nan)
+    free = np.flatnonzero(np.isnan(value) & (model.row_kind[face.rows] == RELIEF))
     if len(free):
-        low, high = face.intervals(free, pinned)
-        pinned = pinned.copy()
-        pinned[free] = (low + high) / 2
-    prices[face.rows] = np.nan_to_num(pinned, nan=0.0)
+        param_face = ParamFace(face, param, equations)
+        for unknown in free.tolist():
+            low, high = param_face.interval(unknown)
+            # No upper end: nothing can relieve the row at the margin (demand left unmet, or
+            # opposing requests at one point). Its price is then the lowest valid one.
+            value[unknown] = low if np.isinf(high) else (low + high) / 2
+    relief = model.row_kind[face.rows] == RELIEF
+    prices = np.zeros(model.G.shape[0])
+    prices[face.rows[relief]] = np.maximum(value[relief], 0.0)
     return prices, bool(len(free))
 
 
