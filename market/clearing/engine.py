@@ -107,21 +107,15 @@ def clear(book: OrderBook, solver: str = DEFAULT_SOLVER) -> ClearingResult:
     """Clear ``book``. Same book (in any order), same result."""
     columns = _Columns.of(book)
     components = isp_components(len(book.isps), columns.offers)
-    component_of = np.empty(len(book.isps), dtype=np.int64)
-    for c, isps in enumerate(components):
-        component_of[isps] = c
     tally = _Tally.empty(book.pricing_rule, columns)
     welfare = 0.0
     degenerate_components = 0
-    for component in columns.components(components, component_of, book.isp_hours):
-        if not component.n_requests:
-            continue  # nothing to relieve: every offer here is rejected with no_request
-        model = build_model(component)
-        solution, lb, ub = _solve_component(model, solver)
-        prices, degenerate = row_prices(model, solution, lb, ub)
+    for component, model, optimum, lb, ub in solved_components(book, columns, components, solver):
+        prices, degenerate = row_prices(model, optimum, lb, ub)
         degenerate_components += degenerate
-        if has_alternative_optima(model, solution, lb, ub):
-            solution = _tie_break(model, solution, lb, ub, component)
+        solution = optimum
+        if has_alternative_optima(model, optimum, lb, ub):
+            solution = _tie_break(model, optimum, lb, ub, component)
         welfare += solution.objective
         tally.collect(component, model, solution, prices)
 
@@ -329,6 +323,22 @@ def _split(ids: IntArray, key: IntArray, count: int) -> list[IntArray]:
     order = np.argsort(key, kind="stable")
     bounds = np.searchsorted(key[order], np.arange(count + 1))
     return [ids[order[bounds[c] : bounds[c + 1]]] for c in range(count)]
+
+
+def solved_components(
+    book: OrderBook, columns: _Columns, components: list[list[int]], solver: str
+) -> Iterator[tuple[FlatBook, LinearModel, Solution, FloatArray, FloatArray]]:
+    """Each component with a request, its model, and the solver's optimum with the bounds it was
+    solved under (binaries fixed where the MILP decided them). A component with no request has
+    nothing to relieve: every offer there is rejected with ``no_request``."""
+    component_of = np.empty(len(book.isps), dtype=np.int64)
+    for c, isps in enumerate(components):
+        component_of[isps] = c
+    for component in columns.components(components, component_of, book.isp_hours):
+        if component.n_requests:
+            model = build_model(component)
+            solution, lb, ub = _solve_component(model, solver)
+            yield component, model, solution, lb, ub
 
 
 def _solve_component(model: LinearModel, solver: str) -> tuple[Solution, np.ndarray, np.ndarray]:
