@@ -57,7 +57,6 @@ STEPS: tuple[tuple[Any, str, str, str], ...] = (
     (pricing.DualFace, "of", "DualFace.of (face over the binding rows)", "prices (row_prices)"),
     (pricing.Parametrization, "of", "Parametrization.of (elimination of the equations)", "prices (row_prices)"),
     (pricing.ParamFace, "__init__", "ParamFace (bounds and components over θ)", "prices (row_prices)"),
-    (engine, "has_alternative_optima", "tie check (has_alternative_optima)", TOP),
     (engine, "_tie_break", "tie-break LP (_tie_break -> solve)", TOP),
     (engine._Tally, "collect", "result collection (_Tally.collect)", TOP),
     (engine._Tally, "_points", "_Tally._points", "result collection (_Tally.collect)"),

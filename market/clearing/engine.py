@@ -7,11 +7,13 @@ Steps per independent component of ISPs (see :mod:`market.clearing.decompose`):
    LP re-solved with the integer decisions fixed).
 2. Solve the LP; welfare ``W*``.
 3. Prices: the relief rows' duals, made unique by the midpoint rule (:mod:`market.clearing.pricing`).
-4. Quantities: if the optimum is not unique (a flat overlap), re-solve with welfare held at ``W*``
-   and a secondary objective: most procured kW first, then earlier submissions first (MARKET.md:
+4. Quantities: the optimum may not be unique (a flat overlap), so re-solve over the optimal face
+   (only the columns it leaves free: a small LP unless the overlap is wide) with a secondary
+   objective: most procured kW first, then earlier submissions first (MARKET.md:
    break ties in quantity by time priority), then an offer's earlier ISPs first (a storage offer's
    energy could otherwise go to any of several ISPs). The rank weights are below 1 kW each so they
-   never outweigh a kW of procurement.
+   never outweigh a kW of procurement. The optimal face is exact: complementary slackness with the
+   solver's dual, not welfare held within a tolerance (which the secondary objective would spend).
 
 Accepted kW are rounded to 3 decimals (1 W) and prices to 4 decimals per MWh, after snapping
 values within the solver's tolerance of a bound to the bound, so results do not depend on the
@@ -60,8 +62,8 @@ from market.clearing.model import (
     Y,
     build_model,
 )
-from market.clearing.pricing import PRICE_TOL, has_alternative_optima, reduced_costs, row_prices
-from market.clearing.solve import DEFAULT_SOLVER, Solution, solve, solve_highs
+from market.clearing.pricing import PRICE_TOL, reduced_costs, row_prices
+from market.clearing.solve import DEFAULT_SOLVER, Solution, SolverError, solve, solve_highs
 
 KW = Decimal("0.001")
 RESULT_TOL = 5e-4
@@ -111,13 +113,15 @@ def clear(book: OrderBook, solver: str = DEFAULT_SOLVER) -> ClearingResult:
     welfare = 0.0
     degenerate_components = 0
     for component, model, optimum, lb, ub in solved_components(book, columns, components, solver):
-        prices, degenerate = row_prices(model, optimum, lb, ub)
-        degenerate_components += degenerate
-        solution = optimum
-        if has_alternative_optima(model, optimum, lb, ub):
-            solution = _tie_break(model, optimum, lb, ub, component)
+        # The solver's optimum gives one exact optimal dual; the tie-break finds the published
+        # solution on the face it describes; prices come from that solution, a vertex to the last
+        # digit (an interior-point optimum can sit a watt off a bound it belongs on, which would make
+        # an offer look marginal).
+        solution = _tie_break(model, row_prices(model, optimum, lb, ub).dual, optimum, lb, ub, component)
+        priced = row_prices(model, solution, lb, ub)
+        degenerate_components += priced.degenerate
         welfare += solution.objective
-        tally.collect(component, model, solution, prices)
+        tally.collect(component, model, solution, priced.prices)
 
     awards, rejections = _awards(columns, tally)
     request_awards = _request_awards(columns, tally)
@@ -351,13 +355,20 @@ def _solve_component(model: LinearModel, solver: str) -> tuple[Solution, np.ndar
     return solve(model, solver, lb=lb, ub=ub), lb, ub
 
 
-def _tie_break(model: LinearModel, solution: Solution, lb: np.ndarray, ub: np.ndarray, component: FlatBook) -> Solution:
+def _tie_break(
+    model: LinearModel, dual: FloatArray, optimum: Solution, lb: FloatArray, ub: FloatArray, component: FlatBook
+) -> Solution:
     """Among optimal solutions: most procured kW, then earlier orders first, then an offer's earlier
     ISPs first (module docstring).
 
-    Secondary objective, with welfare held at its optimum: ``Σ (1 + ε_r) y − Σ ε_o x`` where the
-    weights ``ε`` fall with time priority, lie in (0, 0.5), and are counted per kW. The weights make
-    its optimum unique, so it is the same whichever solver cleared the auction; HiGHS solves it
+    Secondary objective ``Σ (1 + ε_r) y − Σ ε_o x`` where the weights ``ε`` fall with time priority,
+    lie in (0, 0.5), and are counted per kW; the weights make its optimum unique. It is optimised
+    over the optimal face, which complementary slackness with an optimal dual describes exactly:
+    every optimal solution has a column with a non-zero reduced cost at its bound, and a row with a
+    positive dual binding. The dual is the pricing's (:class:`market.clearing.pricing.RowPrices`),
+    exact to rounding, not the solver's: an interior-point solver's duals carry its last digits of
+    complementarity, enough to fix columns that can still move. With any optimal dual that is the
+    same face, so the result is the same whichever solver cleared the auction; HiGHS solves it
     directly (:func:`market.clearing.solve.solve_highs`).
     """
     secondary = np.zeros(model.n)
@@ -379,15 +390,29 @@ def _tie_break(model: LinearModel, solution: Solution, lb: np.ndarray, ub: np.nd
         kw_per_unit = np.asarray(abs(model.block_profile).sum(axis=0)).reshape(-1)[flex]
         weight = weight * np.where(model.col_kind[flex] == A, np.maximum(kw_per_unit, 1.0), 1.0)
     secondary[flex] = -weight
-    # Complementary slackness: a column with a non-zero reduced cost sits at the same bound in every
-    # optimal solution, so fixing it there keeps the search on the optimal face whatever the
-    # welfare tolerance below allows (it only absorbs the solver's last digits).
-    rc = reduced_costs(model, solution.duals)
+    # The smallest step between two weights (one ISP within one offer) must stand well above the
+    # LP's optimality tolerance (1e-7), or HiGHS stops at whichever of two near-equal vertices it
+    # meets first: scale the whole objective so that step is 0.01. Nothing else is traded against
+    # it: the face below is exact.
+    secondary *= 0.01 / (0.5 / ((component.n_isps + 1) * (n_offers + 1)))
+    try:
+        return _on_face(model, dual, secondary, lb, ub)
+    except SolverError:
+        # The face read from the solver's optimum is empty: that optimum was too inexact (seen
+        # with an interior-point solver on requests of tens of thousands of kW, where its relative
+        # accuracy leaves columns watts off their bounds). Hold welfare at that optimum instead.
+        return _near_welfare(model, optimum, secondary, lb, ub)
+
+
+def _on_face(model: LinearModel, dual: FloatArray, secondary: FloatArray, lb: FloatArray, ub: FloatArray) -> Solution:
+    """``max secondary·v`` over the optimal face: columns with a non-zero reduced cost fixed at
+    their bound, rows with a positive dual held binding."""
+    rc = reduced_costs(model, dual)
     decided = np.abs(rc) > PRICE_TOL * (1 + np.abs(model.c))
     lb, ub = lb.copy(), ub.copy()
     ub[decided & (rc < 0)] = lb[decided & (rc < 0)]
     lb[decided & (rc > 0)] = ub[decided & (rc > 0)]
-    tolerance = 1e-9 * max(1.0, abs(solution.objective))
+    binding = dual > PRICE_TOL
     # Only the columns still free go to the solver; the fixed ones move to the right-hand sides.
     free = ub - lb > 0
     v = lb.copy()
@@ -395,18 +420,22 @@ def _tie_break(model: LinearModel, solution: Solution, lb: np.ndarray, ub: np.nd
         fixed_part = model.G[:, ~free] @ lb[~free]
         g = model.G[:, free].tocsr()
         rows = np.diff(g.indptr) > 0
-        reduced = dataclasses.replace(
-            model,
-            c=model.c[free],
-            lb=lb[free],
-            ub=ub[free],
-            integer=np.zeros(int(free.sum()), dtype=bool),
-            G=g[rows],
-            h=model.h[rows] - fixed_part[rows],
+        h = model.h[rows] - fixed_part[rows]
+        v[free] = solve_highs(
+            g[rows], secondary[free], np.where(binding[rows], h, -np.inf), h, lb[free], ub[free], "tie-break LP"
         )
-        held_welfare = -solution.objective + tolerance + float(model.c[~free] @ lb[~free])
-        v[free] = solve_highs(reduced, secondary[free], (-model.c[free], held_welfare), reduced.lb, reduced.ub)
-    return Solution(v=v, duals=solution.duals, objective=float(model.c @ v))
+    return Solution(v=v, duals=dual, objective=float(model.c @ v))
+
+
+def _near_welfare(
+    model: LinearModel, optimum: Solution, secondary: FloatArray, lb: FloatArray, ub: FloatArray
+) -> Solution:
+    """``max secondary·v`` over the solutions within ``1e-9 · |W|`` of the optimum's welfare ``W``."""
+    welfare = float(model.c @ optimum.v)
+    g = sp.vstack([model.G, sp.csr_matrix(-model.c.reshape(1, -1))], format="csr")
+    upper = np.concatenate([model.h, [-welfare + 1e-9 * max(1.0, abs(welfare))]])
+    v = solve_highs(g, secondary, np.full(len(upper), -np.inf), upper, lb, ub, "tie-break LP near welfare")
+    return Solution(v=v, duals=optimum.duals, objective=float(model.c @ v))
 
 
 @dataclasses.dataclass

@@ -65,8 +65,6 @@ def _first_highs_quietly() -> None:
 
 _first_highs_quietly()
 
-PRIMAL_TOL = 1e-6
-"""kW: a value closer than this to a bound is at the bound."""
 BOUND_TOL = 5e-4
 """kW: where a column or a row's slack sits for the dual face. Results are published to the watt
 (the engine snaps values within half a watt of a bound to it), so the face is that of the published
@@ -77,15 +75,6 @@ FACE_TOL = 1e-7
 """Relative: two ends of a face row this close make it an equation. Also the slack each row gets
 only if the substituted prices leave the rest of the face empty by rounding."""
 _PATTERN_SEED = 20_270_101
-
-
-def binding_rows(model: LinearModel, v: FloatArray) -> IntArray:
-    slack = model.h - model.G @ v
-    return np.flatnonzero(np.abs(slack) <= PRIMAL_TOL * (1 + np.abs(model.h)))
-
-
-def interior_columns(model: LinearModel, v: FloatArray, lb: FloatArray, ub: FloatArray) -> IntArray:
-    return np.flatnonzero((v > lb + PRIMAL_TOL) & (v < ub - PRIMAL_TOL))
 
 
 @dataclass
@@ -302,6 +291,15 @@ class ParamFace:
             )
         return self._lps[component]
 
+    def point(self) -> FloatArray:
+        """One ``θ`` of the face: a ``θ`` alone at its floor; a component's ``θ`` where the LP that
+        pushes them all down left them."""
+        theta = self.floor.copy()
+        for component in np.unique(self.component[self.size > 1]).tolist():
+            lp = self.lp(component)
+            theta[lp.members] = lp.pushed()[0]
+        return theta
+
     def interval(self, unknown: int) -> tuple[float, float]:
         """``min λ`` and ``max λ`` of one unknown over the face (``inf`` if unbounded above)."""
         start, end = self.param.N.indptr[unknown], self.param.N.indptr[unknown + 1]
@@ -334,6 +332,7 @@ class _ComponentLP:
         low: FloatArray,
         high: FloatArray,
     ) -> None:
+        self.members = members
         self.position = {int(k): i for i, k in enumerate(members.tolist())}
         self.floor, self.ceiling = floor, ceiling
         n = len(members)
@@ -369,18 +368,22 @@ class _ComponentLP:
     def param_interval(self, k: int) -> tuple[float, float]:
         """``θ_k``'s interval. Two LPs (once per component) first push all ``θ`` down and all up; an
         end such an optimum leaves on the ``θ``'s own bound is that bound exactly, with no LP."""
+        down, up = self.pushed()
+        i = self.position[k]
+        floor, ceiling = float(self.floor[i]), float(self.ceiling[i])
+        low = floor if down[i] <= floor + _settled(floor) else self._end(i, 1.0)
+        high = ceiling if up is not None and up[i] >= ceiling - _settled(ceiling) else self._end(i, -1.0)
+        return low, max(high, low)
+
+    def pushed(self) -> tuple[FloatArray, FloatArray | None]:
+        """The optima of ``min Σ θ`` and ``max Σ θ`` (None if unbounded), solved once."""
         if self._pushed is None:
             n = len(self.floor)
             down = self._optimum(np.ones(n))
             if down is None:
                 raise SolverError("price interval LP is unbounded below, but every price is at least 0")
             self._pushed = (down, self._optimum(-np.ones(n)))
-        down, up = self._pushed
-        i = self.position[k]
-        floor, ceiling = float(self.floor[i]), float(self.ceiling[i])
-        low = floor if down[i] <= floor + _settled(floor) else self._end(i, 1.0)
-        high = ceiling if up is not None and up[i] >= ceiling - _settled(ceiling) else self._end(i, -1.0)
-        return low, max(high, low)
+        return self._pushed
 
     def _end(self, i: int, sign: float) -> float:
         cost = np.zeros(len(self.floor))
@@ -404,16 +407,29 @@ def _settled(bound: float) -> float:
     return 1e-6 * (1 + abs(bound)) if np.isfinite(bound) else -np.inf
 
 
-def row_prices(model: LinearModel, solution: Solution, lb: FloatArray, ub: FloatArray) -> tuple[FloatArray, bool]:
+@dataclass
+class RowPrices:
+    prices: FloatArray
     """The price of every relief row by the rule above (0 for other rows: a storage or minimum
-    fraction row has no price); also whether any relief row's dual was not unique."""
+    fraction row has no price)."""
+    degenerate: bool
+    """Whether any relief row's dual was not unique."""
+    dual: FloatArray
+    """One optimal dual for every row, exact to rounding: a point of the face (each free ``θ`` at
+    its lowest, pushed down together within a component), found from the bids, not read from the
+    solver. Complementary slackness with it describes the optimal primal face exactly."""
+
+
+def row_prices(model: LinearModel, solution: Solution, lb: FloatArray, ub: FloatArray) -> RowPrices:
     face = DualFace.of(model, solution.v, lb, ub)
     equations, target = face.equations()
     param = Parametrization.of(face.A[equations], target)
     value = np.where(np.diff(param.N.indptr) == 0, param.beta, np.nan)
     free = np.flatnonzero(np.isnan(value) & (model.row_kind[face.rows] == RELIEF))
-    if len(free):
+    point = param.beta
+    if len(param.params):
         param_face = ParamFace(face, param, equations)
+        point = param.beta + param.N @ param_face.point()
         for unknown in free.tolist():
             low, high = param_face.interval(unknown)
             # No upper end: nothing can relieve the row at the margin (demand left unmet, or
@@ -422,28 +438,10 @@ def row_prices(model: LinearModel, solution: Solution, lb: FloatArray, ub: Float
     relief = model.row_kind[face.rows] == RELIEF
     prices = np.zeros(model.G.shape[0])
     prices[face.rows[relief]] = np.maximum(value[relief], 0.0)
-    return prices, bool(len(free))
+    dual = np.zeros(model.G.shape[0])
+    dual[face.rows] = np.maximum(point, 0.0)
+    return RowPrices(prices=prices, degenerate=bool(len(free)), dual=dual)
 
 
 def reduced_costs(model: LinearModel, duals: FloatArray) -> FloatArray:
     return np.asarray(model.c - model.G.T @ duals, dtype=np.float64)
-
-
-def has_alternative_optima(model: LinearModel, solution: Solution, lb: FloatArray, ub: FloatArray) -> bool:
-    """True if the primal optimum may not be unique (a flat overlap: equal prices, or an offer priced
-    exactly at a request's value). Conservative: a false alarm only costs one more LP.
-
-    Signs: a column at a bound with zero reduced cost, a binding row with zero dual (either can
-    move along an optimal edge), or more interior columns than binding rows (not a vertex, as an
-    interior-point solver returns on a non-unique optimum).
-    """
-    rc = reduced_costs(model, solution.duals)
-    at_bound = (solution.v <= lb + PRIMAL_TOL) | (solution.v >= ub - PRIMAL_TOL)
-    movable = ub - lb > PRIMAL_TOL
-    zero = np.abs(rc) <= PRICE_TOL * (1 + np.abs(model.c))
-    if np.any(at_bound & movable & zero):
-        return True
-    binding = binding_rows(model, solution.v)
-    if np.any(solution.duals[binding] <= PRICE_TOL):
-        return True
-    return len(interior_columns(model, solution.v, lb, ub)) > len(binding)

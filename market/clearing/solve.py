@@ -36,6 +36,12 @@ def highs_options(rows: int, columns: int) -> dict[str, str]:
     return options
 
 
+CLARABEL_OPTIONS = {"tol_gap_abs": 1e-10, "tol_gap_rel": 1e-10, "tol_feas": 1e-10}
+"""Tighter than Clarabel's defaults (1e-8): an interior-point optimum is read for its face (which
+columns sit on a bound, to half a watt), and with requests of tens of thousands of kW a relative
+1e-8 leaves columns watts off the bound they belong on."""
+
+
 class SolverError(RuntimeError):
     """The solver failed or reported the problem infeasible or unbounded (which a valid book never is)."""
 
@@ -76,9 +82,11 @@ def solve(
         relief = model.G @ v <= model.h
         constraints.insert(0, relief)
     problem = cp.Problem(cp.Maximize(model.c @ v), constraints)
-    options: dict[str, object] = (
-        {"highs_options": highs_options(model.G.shape[0], model.n)} if solver == "HIGHS" and not integer else {}
-    )
+    options: dict[str, object] = {}
+    if solver == "HIGHS" and not integer:
+        options["highs_options"] = highs_options(model.G.shape[0], model.n)
+    if solver == "CLARABEL":
+        options.update(CLARABEL_OPTIONS)
     try:
         problem.solve(solver=solver, verbose=False, **options)
     except cp.error.SolverError as exc:
@@ -122,20 +130,26 @@ def quiet_highs() -> highspy.Highs:
 
 
 def solve_highs(
-    model: LinearModel, objective: FloatArray, extra_row: tuple[FloatArray, float], lb: FloatArray, ub: FloatArray
+    g: sp.csr_matrix,
+    objective: FloatArray,
+    row_lower: FloatArray,
+    row_upper: FloatArray,
+    lb: FloatArray,
+    ub: FloatArray,
+    what: str,
 ) -> FloatArray:
-    """``max objective·v`` over ``G v ≤ h``, one more row ``g·v ≤ b`` and ``lb ≤ v ≤ ub``, by HiGHS
-    directly: for the engine's own small follow-up LPs, whose optimum is unique whatever solver
-    cleared the auction (cvxpy would spend more compiling them than HiGHS solving them)."""
-    g, b = extra_row
-    a = sp.vstack([model.G, sp.csr_matrix(g.reshape(1, -1))], format="csc")
-    lp = highs_lp(a, -objective, lb, ub, np.full(a.shape[0], -highspy.kHighsInf), np.concatenate([model.h, [b]]))
+    """``max objective·v`` over ``row_lower ≤ g v ≤ row_upper`` and ``lb ≤ v ≤ ub``, by HiGHS
+    directly: for the engine's own follow-up LPs, whose optimum is unique whatever solver cleared
+    the auction (cvxpy would spend more compiling them than HiGHS solving them)."""
+    a = g.tocsc()
+    inf = highspy.kHighsInf
+    lp = highs_lp(a, -objective, lb, ub, np.where(np.isfinite(row_lower), row_lower, -inf), row_upper)
     highs = quiet_highs()
-    for name, value in highs_options(a.shape[0], model.n).items():
+    for name, value in highs_options(a.shape[0], a.shape[1]).items():
         highs.setOptionValue(name, value)
     highs.passModel(lp)
     highs.run()
     status = highs.getModelStatus()
     if status != highspy.HighsModelStatus.kOptimal:
-        raise SolverError(f"HiGHS ended with {highs.modelStatusToString(status)}")
+        raise SolverError(f"{what}: HiGHS ended with {highs.modelStatusToString(status)}")
     return np.asarray(highs.getSolution().col_value, dtype=np.float64)

@@ -58,9 +58,18 @@ def check_against_reference(book: OrderBook) -> None:
     columns = _Columns.of(book)
     components = isp_components(len(book.isps), columns.offers)
     for _, model, optimum, lb, ub in solved_components(book, columns, components, "HIGHS"):
-        engine, _ = row_prices(model, optimum, lb, ub)
+        priced = row_prices(model, optimum, lb, ub)
         for row, expected in reference_prices(model, lb, ub).items():
-            assert abs(engine[row] - expected) <= 1e-5 * (1 + abs(expected)), (row, engine[row], expected)
+            price = priced.prices[row]
+            assert abs(price - expected) <= 1e-5 * (1 + abs(expected)), (row, price, expected)
+        # The dual the tie-break uses is optimal: its Lagrangian bound h·λ + Σ max(rc·lb, rc·ub),
+        # rc = c − Gᵀλ, is the optimal welfare (and λ ≥ 0).
+        dual = priced.dual
+        rc = model.c - model.G.T @ dual
+        bound = model.h @ dual + np.maximum(rc * lb, rc * ub).sum()
+        welfare = model.c @ optimum.v
+        assert np.all(dual >= 0)
+        assert abs(bound - welfare) <= 1e-6 * (1 + abs(welfare)), (bound, welfare)
 
 
 @PROPERTY_SETTINGS
