@@ -424,6 +424,12 @@ def _on_face(model: LinearModel, dual: FloatArray, secondary: FloatArray, lb: Fl
         v[free] = solve_highs(
             g[rows], secondary[free], np.where(binding[rows], h, -np.inf), h, lb[free], ub[free], "tie-break LP"
         )
+    else:
+        # Every column fixed: the face is that one point, if it is feasible at all.
+        slack = model.h - model.G @ v
+        tolerance = 1e-6 * (1 + np.abs(model.h))
+        if np.any(slack < -tolerance) or np.any(binding & (slack > tolerance)):
+            raise SolverError("tie-break: the optimal face read from the dual is empty")
     return Solution(v=v, duals=dual, objective=float(model.c @ v))
 
 

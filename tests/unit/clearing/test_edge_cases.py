@@ -6,8 +6,13 @@ from __future__ import annotations
 import math
 from decimal import Decimal
 
+import numpy as np
+
 from market.clearing.book import DOWN, Storage
-from market.clearing.engine import clear
+from market.clearing.decompose import isp_components
+from market.clearing.engine import _Columns, _tie_break, clear, solved_components
+from market.clearing.model import X
+from market.clearing.pricing import row_prices
 from tests.unit.clearing.builders import book, offer, points, request
 
 
@@ -102,3 +107,23 @@ def test_an_interval_end_is_exact_not_loosened_by_a_tolerance():
         )
     )
     assert points(result)[("T", 0, 1)][3] == Decimal("1926.6667")
+
+
+def test_tie_break_falls_back_to_welfare_held_when_the_face_is_empty():
+    """A dual that no optimum satisfies (every row at 1,000,000: each request's column fixed at 0,
+    each offer's at its full kW, rows held binding) leaves the face empty; the tie-break then holds
+    welfare at the optimum's instead, and finds the same published solution as from the exact dual:
+    the early offer first (5 kW), the late one for the last 1 kW."""
+    b = book(
+        [offer("late", "F1", 5.0, 80.0, submitted=2), offer("early", "F1", 5.0, 80.0, submitted=1)],
+        [request("r1", "F1", 6.0, 150.0)],
+    )
+    columns = _Columns.of(b)
+    components = isp_components(len(b.isps), columns.offers)
+    ((component, model, optimum, lb, ub),) = list(solved_components(b, columns, components, "HIGHS"))
+    exact = _tie_break(model, row_prices(model, optimum, lb, ub).dual, optimum, lb, ub, component)
+    bogus = _tie_break(model, np.full(model.G.shape[0], 1e6), optimum, lb, ub, component)
+    assert np.allclose(bogus.v, exact.v, atol=1e-6)
+    assert sorted(np.round(exact.v[model.col_kind == X], 6).tolist()) == [1.0, 5.0]
+    early = model.col_order[model.col_kind == X][np.argmax(exact.v[model.col_kind == X])]
+    assert component.offer(int(early)).id == "early"
