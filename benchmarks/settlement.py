@@ -52,6 +52,7 @@ import json
 import os
 import resource
 import statistics
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -95,6 +96,7 @@ from market.markets.calendar import MarketClock
 from market.markets.models import GateClosureKind
 from market.participants.models import Participant
 from settlement.baselines.methods import REGISTRY, BaselineMethod
+from settlement.bulk import encode_binary
 from settlement.runs.models import RunKind
 from settlement.statements.models import Statement
 from settlement.statements.render import to_csv
@@ -742,13 +744,29 @@ class Stopwatch:
     order: dict[str, int] = field(default_factory=dict)
     """Paths in the order they were first entered (a parent before its children)."""
     stack: list[str] = field(default_factory=list)
+    """The main thread's open steps. Another thread (the service's COPY worker) keeps its own, which starts
+    under the main thread's outermost open step (``settle_day``): its steps are that step's children."""
     frames: dict[str, Any] = field(default_factory=dict)
-    """The frame each ``copy_in`` wrote, by table (kept for the rendering diagnostic)."""
+    """The frame each ``copy_in`` or ``copy_binary`` wrote, by table (kept for the rendering diagnostic)."""
+    writers: dict[str, str] = field(default_factory=dict)
+    """Which of the two wrote it."""
+    _threads: threading.local = field(default_factory=threading.local)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def _stack(self) -> list[str]:
+        if threading.current_thread() is threading.main_thread():
+            return self.stack
+        if not hasattr(self._threads, "stack"):
+            self._threads.stack = self.stack[:1]
+        stack: list[str] = self._threads.stack
+        return stack
 
     def _enter(self, label: str) -> str:
-        path = "/".join([*self.stack, label])
-        self.order.setdefault(path, len(self.order))
-        self.stack.append(label)
+        stack = self._stack()
+        path = "/".join([*stack, label])
+        with self._lock:
+            self.order.setdefault(path, len(self.order))
+        stack.append(label)
         return path
 
     def wrap(self, func: Callable[..., Any], name: str, by_table: bool) -> Callable[..., Any]:
@@ -756,6 +774,7 @@ class Stopwatch:
             label = f"{name}({args[1]})" if by_table and len(args) > 1 else name
             if by_table and len(args) > 2:  # noqa: PLR2004 - copy_in(session, table, frame)
                 self.frames[str(args[1])] = args[2]
+                self.writers[str(args[1])] = name
             path = self._enter(label)
             start = time.perf_counter()
             try:
@@ -766,7 +785,11 @@ class Stopwatch:
         return timed
 
     def _leave(self, path: str, seconds: float) -> None:
-        self.stack.pop()
+        self._stack().pop()
+        with self._lock:
+            self._record(path, seconds)
+
+    def _record(self, path: str, seconds: float) -> None:
         self.seconds[path] = self.seconds.get(path, 0.0) + seconds
         self.calls[path] = self.calls.get(path, 0) + 1
         self.longest[path] = max(self.longest.get(path, 0.0), seconds)
@@ -804,7 +827,7 @@ TIMED: dict[ModuleType, tuple[str, ...]] = {
     runs_service: (
         "compute_delivery", "require_settleable", "_settle_lines", "_pass_through", "_post_differences", "read_frame",
         "frame_amounts", "copy_in", "accounts_for", "account_for", "posted_totals", "net_by_key", "differences", "post",
-        "consume_marks", "pass_through", "_line_rows", "store_delivery",
+        "consume_marks", "pass_through", "_line_rows", "store_delivery", "copy_binary", "_ledger_state", "_transfers",
     ),
     delivery_service: (
         "_awards", "_sites", "assignments_in_force", "_readings", "_excluded_days", "_nominations", "compute_baselines",
@@ -817,7 +840,7 @@ TIMED: dict[ModuleType, tuple[str, ...]] = {
     ),
     audit: ("record",),
 }  # fmt: skip
-BY_TABLE = frozenset({"copy_in"})
+BY_TABLE = frozenset({"copy_in", "copy_binary"})
 
 
 @contextlib.contextmanager
@@ -969,7 +992,7 @@ def settle(factory: sessionmaker[Session], url: str, world: World, kind: RunKind
         total = time.perf_counter() - start
         run = outcome.run
     rendering = {
-        table: round(render_only(watch.frames[table], columns), 3)
+        table: round(render_only(watch.frames[table], columns, watch.writers.get(table) == "copy_binary"), 3)
         for table, columns in RENDERED_TABLES.items()
         if table in watch.frames
     }
@@ -997,10 +1020,15 @@ def settle(factory: sessionmaker[Session], url: str, world: World, kind: RunKind
     }
 
 
-def render_only(frame: pl.DataFrame, micro_columns: tuple[str, ...]) -> float:
+def render_only(frame: pl.DataFrame, micro_columns: tuple[str, ...], binary: bool = False) -> float:
     """Seconds ``copy_in`` spends on the client for ``frame``: the same text conversion and ``write_csv``
-    chunks (:func:`market.core.bulk.copy_in`), without sending anything."""
+    chunks (:func:`market.core.bulk.copy_in`), without sending anything; with ``binary``, the binary
+    tuples ``copy_binary`` builds for settlement_line (:func:`settlement.bulk.encode_binary`)."""
     start = time.perf_counter()
+    if binary:
+        for _ in encode_binary(frame.select(list(runs_service.LINE_TYPES)), runs_service.LINE_TYPES):
+            pass
+        return time.perf_counter() - start
     out = frame.with_columns(
         *[bulk._micro_text(c) for c in micro_columns if c in frame.columns],
         *[pl.col(c).dt.strftime("%Y-%m-%d %H:%M:%S%.f+00") for c, t in frame.schema.items() if t == pl.Datetime],
@@ -1419,7 +1447,8 @@ def _settle_section(title: str, part: dict[str, Any], before: dict[str, Any] | N
         f"{part['line_count']:,} settlement lines stored, {part['entry_count']:,} ledger entries posted "
         f"(by kind: {check['entries_by_kind_of_run']}); run version {part['version']}",
         f"- CPU seconds: {part['cpu_s']}; peak RSS of the benchmark process so far {part['peak_rss_mb']:,.0f} MB",
-        f"- client-side text rendering alone inside copy_in (diagnostic, no I/O): {part['copy_in_client_rendering_s']}",
+        "- client-side rendering alone inside copy_in / copy_binary (text, or binary tuples where copy_binary "
+        f"wrote; diagnostic, no I/O): {part['copy_in_client_rendering_s']}",
         f"- delivery statuses: {check['delivery_statuses']}; ledger checks: {check['checks']}",
         "",
         _steps_legend(before),
@@ -2101,9 +2130,11 @@ def analysis(result: dict[str, Any]) -> list[str]:
         s["path"]: s["self_s"]
         for s in steps
         if s["path"] not in parallel
-        and (_leaf(s["path"]).startswith("copy_in(") or _leaf(s["path"]) == "_copy_entries")
+        and (_leaf(s["path"]).startswith(("copy_in(", "copy_binary(")) or _leaf(s["path"]) == "_copy_entries")
     }
-    line_copy = next((s for s in steps if _leaf(s["path"]) == "copy_in(settlement_line)"), None)
+    line_copy = next(
+        (s for s in steps if _leaf(s["path"]) in ("copy_in(settlement_line)", "copy_binary(settlement_line)")), None
+    )
     line_ref = refs["settlement_line"]["median_s"]
     cpu = initial["cpu_s"]
     cores = int(result["environment"].get("cpu_count") or 2)
@@ -2131,7 +2162,8 @@ def analysis(result: dict[str, Any]) -> list[str]:
         lines.append(f"- The target is met with {TARGET_SETTLE_S - total:.2f} s to spare.")
     if copies:
         lines.append(
-            f"- COPY into tables (`copy_in`, the ledger's `_copy_entries`): {sum(copies.values()):.2f} s = "
+            f"- COPY into tables (`copy_in`, `copy_binary`, the ledger's `_copy_entries`; not counting the "
+            f"COPYs that ran in parallel with other steps): {sum(copies.values()):.2f} s = "
             f"{100 * sum(copies.values()) / total:.0f}% of the initial settlement ("
             + ", ".join(f"{_leaf(p)} {s:.2f} s" for p, s in copies.items())
             + ")."
@@ -2139,13 +2171,10 @@ def analysis(result: dict[str, Any]) -> list[str]:
     if line_copy is not None and line_ref > 0:
         rendering = initial["copy_in_client_rendering_s"].get("settlement_line")
         lines.append(
-            f"- `copy_in(settlement_line)` took {line_copy['seconds']:.2f} s, {line_copy['seconds'] / line_ref:.2f}× "
-            f"the raw COPY of as many pre-rendered rows into settlement_line in this run ({line_ref:.2f} s)"
-            + (
-                f"; copy_in's client-side text rendering alone (measured apart, no I/O) is {rendering:.2f} s"
-                if rendering
-                else ""
-            )
+            f"- `{_leaf(line_copy['path'])}` took {line_copy['seconds']:.2f} s, "
+            f"{line_copy['seconds'] / line_ref:.2f}× the raw COPY of as many pre-rendered rows (text format) into "
+            f"settlement_line in this run ({line_ref:.2f} s)"
+            + (f"; its client-side rendering alone (measured apart, no I/O) is {rendering:.2f} s" if rendering else "")
             + "."
         )
     lines.append(

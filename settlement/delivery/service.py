@@ -565,10 +565,30 @@ def store_delivery(
     """The stored computation of ``delivery``: the latest one if its content and clearing are the same,
     else a new version. ``embedded`` (a settlement run's own computation): the award lines are left to
     the run's settlement lines, which carry the same facts; only member-site delivery is written here."""
+    computation, created = record_computation(session, market, day, delivery, now, embedded=embedded)
+    if not created:
+        return computation
+    if not embedded:
+        copy_in(
+            session,
+            DeliveryLine.__tablename__,
+            delivery.lines.with_columns(computation_id=pl.lit(str(computation.id))),
+            micro_columns=("ordered_kw", "baseline_kw", "actual_kw", "delivered_kw"),
+        )
+    copy_in(session, MemberDelivery.__tablename__, member_rows(delivery, computation))
+    return computation
+
+
+def record_computation(
+    session: Session, market: Market, day: date, delivery: Delivery, now: datetime, *, embedded: bool
+) -> tuple[DeliveryComputation, bool]:
+    """:func:`store_delivery`'s computation row without its lines: the latest computation if its content
+    and clearing are the same (``False``), else a new version, flushed (``True``), whose lines the
+    caller writes (:func:`member_rows`; an embedded one has no delivery lines)."""
     latest = latest_computation(session, market.id, day)
     same = (delivery.content_hash, delivery.clearing_run_id)
     if latest is not None and (latest.inputs_hash, latest.clearing_run_id) == same:
-        return latest
+        return latest, False
     computation = DeliveryComputation(
         id=uuid.uuid4(),
         market_id=market.id,
@@ -582,17 +602,13 @@ def store_delivery(
     )
     session.add(computation)
     session.flush()
-    cid = pl.lit(str(computation.id))
-    if not embedded:
-        copy_in(
-            session,
-            DeliveryLine.__tablename__,
-            delivery.lines.with_columns(computation_id=cid),
-            micro_columns=("ordered_kw", "baseline_kw", "actual_kw", "delivered_kw"),
-        )
-    # member_delivery's kW are BIGINT millionths (ScaledDecimal, migration 0011): the Int64 columns as they are.
-    copy_in(session, MemberDelivery.__tablename__, delivery.member_lines.with_columns(computation_id=cid))
-    return computation
+    return computation, True
+
+
+def member_rows(delivery: Delivery, computation: DeliveryComputation) -> pl.DataFrame:
+    """``delivery``'s member-site lines as member_delivery rows of ``computation``. Its kW are BIGINT
+    millionths (ScaledDecimal, migration 0011): the Int64 columns as they are."""
+    return delivery.member_lines.with_columns(computation_id=pl.lit(str(computation.id)))
 
 
 def latest_computation(session: Session, market_id: uuid.UUID, day: date) -> DeliveryComputation | None:

@@ -20,9 +20,12 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import polars as pl
 from sqlalchemy import select, text
@@ -36,7 +39,9 @@ from market.core.errors import Conflict, InvalidInput, NotFound
 from market.core.queries import Page, paginate
 from market.markets.models import Market
 from market.markets.service import clock_of, get_market
-from settlement.delivery.service import Delivery, compute_delivery, store_delivery
+from settlement.bulk import BinaryType, copy_binary
+from settlement.delivery.models import MemberDelivery
+from settlement.delivery.service import Delivery, compute_delivery, member_rows, record_computation, store_delivery
 from settlement.ledger.models import AccountKind, EntryKind
 from settlement.ledger.service import Transfer, account_for, accounts_for, post, posted_totals
 from settlement.metering.models import ResettlementMark
@@ -189,7 +194,7 @@ def settle_day(
         consume_marks(session, market_id, day, runs[-1].id)
         return SettleOutcome(runs[-1], created=False)
     # Embedded: the run's settlement lines below carry every award's delivery, so it is written once.
-    computation = store_delivery(session, market, day, delivery, now, embedded=True)
+    computation, new_computation = record_computation(session, market, day, delivery, now, embedded=True)
 
     run = SettlementRun(
         id=uuid.uuid4(),
@@ -209,12 +214,22 @@ def settle_day(
     session.add(run)
     session.flush()
 
-    lines = _settle_lines(market, delivery, terms)
-    shares = _pass_through(market, run, delivery, lines, terms)
-    # settlement_line's kW, prices and amounts are BIGINT millionths (ScaledDecimal): the Int64 columns as they are.
-    run.line_count = copy_in(session, SettlementLine.__tablename__, _line_rows(run, lines))
-    copy_in(session, PassThroughShare.__tablename__, shares, micro_columns=("delivered_kwh", "share"))
-    run.entry_count = _post_differences(session, market, run, lines, shares, terms)
+    # The COPYs run in a worker thread, in order, on the session's connection, while this thread computes
+    # what comes next (PostgreSQL parses and indexes the rows meanwhile); the session is left alone until
+    # they are done (queue.wait()).
+    with _CopyQueue(session) as queue:
+        if new_computation:
+            queue.copy(copy_in, MemberDelivery.__tablename__, member_rows(delivery, computation))
+        lines = _settle_lines(market, delivery, terms)
+        shares = _pass_through(market, run, delivery, lines, terms)
+        queue.wait()
+        ledger = _ledger_state(session, market, run, lines, shares, terms)
+        line_count = queue.copy(copy_binary, SettlementLine.__tablename__, _line_rows(run, lines), LINE_TYPES)
+        queue.copy(copy_in, PassThroughShare.__tablename__, shares, micro_columns=("delivered_kwh", "share"))
+        transfers = _transfers(run, lines, shares, terms, ledger)
+        queue.wait()
+    run.line_count = line_count.result()
+    run.entry_count = post(session, transfers)
     totals = lines.select(
         pl.col("utilisation").sum(), pl.col("penalty").sum(), pl.col("availability").sum(), pl.col("fee").sum()
     ).row(0)
@@ -255,6 +270,16 @@ def _settle_lines(market: Market, delivery: Delivery, terms: SettlementTerms) ->
         fee=pl.col("operator_fee_minor") * to_micro,
         net=pl.col("seller_net_minor") * to_micro,
     ).sort("seller_id", "offer_id", "isp_start")  # the primary key's order: COPY appends to its index
+
+
+LINE_TYPES: dict[str, BinaryType] = {
+    "run_id": "uuid", "seller_id": "uuid", "offer_id": "uuid", "isp_start": "timestamptz", "utility_id": "uuid",
+    "ordered_kw": "int8", "baseline_kw": "int8", "actual_kw": "int8", "status": "text", "method": "text",
+    "method_version": "int4", "delivered_kw": "int8", "shortfall_kw": "int8", "price_per_mwh": "int8",
+    "utilisation": "int8", "penalty": "int8", "availability": "int8", "fee": "int8", "net": "int8",
+}  # fmt: skip
+"""settlement_line's columns as PostgreSQL stores them (kW, prices and amounts as BIGINT millionths,
+ScaledDecimal; the Int64 columns as they are): the run's lines go in COPY's binary format."""
 
 
 def _line_rows(run: SettlementRun, lines: pl.DataFrame) -> pl.DataFrame:
@@ -322,21 +347,84 @@ def _pass_through(
     return pl.DataFrame(rows, schema=schema)
 
 
-def _post_differences(
+class _CopyQueue:
+    """COPYs into the session's connection, run in order by one worker thread (PostgreSQL), so the caller
+    computes while the server takes the rows; on SQLite each runs at once. Between :meth:`copy` and
+    :meth:`wait` the caller must not use the session. Leaving the block waits for every COPY; the first
+    one that failed raises (a failure inside the block waits for them too, then propagates)."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="settle-copy") if is_postgres(session) else None
+        self._pending: list[Future[int]] = []
+
+    def __enter__(self) -> _CopyQueue:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        if self._pool is None:
+            return
+        self._pool.shutdown(wait=True)
+        if kind is None:
+            self.wait()
+
+    def copy(
+        self, writer: Callable[..., int], table: str, frame: pl.DataFrame, *args: Any, **kwargs: Any
+    ) -> Future[int]:
+        """``writer(session, table, frame, *args, **kwargs)`` (:func:`copy_in`, :func:`copy_binary`), queued;
+        the future gives its row count."""
+        if self._pool is None:
+            done: Future[int] = Future()
+            done.set_result(writer(self._session, table, frame, *args, **kwargs))
+            return done
+        future = self._pool.submit(writer, self._session, table, frame, *args, **kwargs)
+        self._pending.append(future)
+        return future
+
+    def wait(self) -> None:
+        """Until every queued COPY is done (the session is the caller's again); raises the first failure."""
+        pending, self._pending = self._pending, []
+        for future in pending:
+            future.result()
+
+
+@dataclass(frozen=True, slots=True)
+class _LedgerState:
+    accounts: dict[uuid.UUID, uuid.UUID]
+    operator: uuid.UUID
+    posted: dict[FlowKey, Decimal]
+
+
+def _ledger_state(
     session: Session,
     market: Market,
     run: SettlementRun,
     lines: pl.DataFrame,
     shares: pl.DataFrame,
     terms: SettlementTerms,
-) -> int:
-    """Post what should have moved in total minus what earlier runs posted, per (order, kind, pair)."""
+) -> _LedgerState:
+    """What :func:`_transfers` reads from the database: the accounts of everyone the run pays or charges
+    (created if missing), the operator's fee account, and what earlier runs of the day posted."""
+    participants = (
+        set(lines["seller_id"].unique()) | set(lines["utility_id"].unique()) | set(shares["member_id"].unique())
+    )
+    accounts = accounts_for(session, market.id, [uuid.UUID(p) for p in participants], terms.currency)
+    operator = account_for(session, market.id, None, AccountKind.OPERATOR_FEES, terms.currency).id
+    posted: dict[FlowKey, Decimal] = {
+        (k.offer_id, EntryKind(k.kind).value, k.account_a, k.account_b): v
+        for k, v in posted_totals(session, market.id, run.delivery_day).items()
+    }
+    return _LedgerState(accounts, operator, posted)
+
+
+def _transfers(
+    run: SettlementRun, lines: pl.DataFrame, shares: pl.DataFrame, terms: SettlementTerms, ledger: _LedgerState
+) -> list[Transfer]:
+    """What should have moved in total minus what earlier runs posted, per (order, kind, pair). Pure."""
     per_offer = lines.group_by("offer_id", "seller_id", "utility_id").agg(
         pl.col("utilisation").sum(), pl.col("availability").sum(), pl.col("penalty").sum(), pl.col("fee").sum()
     )
-    participants = set(per_offer["seller_id"]) | set(per_offer["utility_id"]) | set(shares["member_id"])
-    accounts = accounts_for(session, market.id, [uuid.UUID(p) for p in participants], terms.currency)
-    operator = account_for(session, market.id, None, AccountKind.OPERATOR_FEES, terms.currency).id
+    accounts, operator = ledger.accounts, ledger.operator
     flows: list[Flow] = []
     for offer, seller, utility, utilisation, availability, penalty, fee in per_offer.iter_rows():
         offer_id = uuid.UUID(offer)
@@ -361,11 +449,7 @@ def _post_differences(
                 from_micro(share),
             )
         )
-    posted: dict[FlowKey, Decimal] = {
-        (k.offer_id, EntryKind(k.kind).value, k.account_a, k.account_b): v
-        for k, v in posted_totals(session, market.id, run.delivery_day).items()
-    }
-    transfers = [
+    return [
         Transfer(
             run_id=run.id,
             offer_id=d.offer_id,
@@ -376,9 +460,8 @@ def _post_differences(
             currency=terms.currency,
             delivery_day=run.delivery_day,
         )
-        for d in differences(net_by_key(flows), posted)
+        for d in differences(net_by_key(flows), ledger.posted)
     ]
-    return post(session, transfers)
 
 
 # -- scheduling ---------------------------------------------------------------------------------
