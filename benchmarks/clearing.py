@@ -727,7 +727,8 @@ def _step_lines(runs: dict[str, Any]) -> list[str]:
         f"In all: HiGHS `run()` {highs:.2f} s ({_pct(highs, total)} of clear()), cvxpy compilation {compile_s:.2f} s "
         f"({_pct(compile_s, total)}); the rest is Python and numpy in the engine (and cvxpy's own overhead). "
         "Bounds reach HiGHS as column bounds (the cvxpy variable's own bounds); the rows are the relief, storage "
-        "and minimum-fraction rows (the tie-break LP has one more: welfare held at its optimum).",
+        "and minimum-fraction rows (the tie-break LP has only the columns and rows the optimal face leaves free, "
+        "the rows with a positive dual held binding).",
         "",
     ]
     return lines
@@ -774,7 +775,8 @@ SUGGESTIONS: list[str] = [
     "2026-12-07): one columnar book per clearing (no per-offer copies per component), the model and the result "
     "collection as numpy over (order, ISP) entries, HiGHS given bounds as column bounds with presolve off, the "
     "tie-break LP over the columns complementary slackness leaves free, prices from a dual face over the "
-    "binding rows only (no SVD), exact integer welfare.",
+    "binding rows only (no SVD), exact integer welfare; since the evening session, the face's equations solved "
+    "by elimination and the tie-break LP over the exact optimal face (no dense welfare row).",
     "",
     "1. **cvxpy per component.** Each main LP is a new `cp.Problem` that cvxpy canonicalises and hands to "
     "HiGHS (`solve.solve`); the 'LP solves' table splits its time into cvxpy compilation and HiGHS `run()`. "
