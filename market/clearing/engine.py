@@ -6,14 +6,16 @@ Steps per independent component of ISPs (see :mod:`market.clearing.decompose`):
    (HiGHS), then fix the binaries and continue with the LP (MARKET.md: prices then come from the
    LP re-solved with the integer decisions fixed).
 2. Solve the LP; welfare ``W*``.
-3. Prices: the relief rows' duals, made unique by the midpoint rule (:mod:`market.clearing.pricing`).
-4. Quantities: the optimum may not be unique (a flat overlap), so re-solve over the optimal face
+3. Quantities: the optimum may not be unique (a flat overlap), so re-solve over the optimal face
    (only the columns it leaves free: a small LP unless the overlap is wide) with a secondary
    objective: most procured kW first, then earlier submissions first (MARKET.md:
    break ties in quantity by time priority), then an offer's earlier ISPs first (a storage offer's
    energy could otherwise go to any of several ISPs). The rank weights are below 1 kW each so they
-   never outweigh a kW of procurement. The optimal face is exact: complementary slackness with the
-   solver's dual, not welfare held within a tolerance (which the secondary objective would spend).
+   never outweigh a kW of procurement. The optimal face is exact: complementary slackness with an
+   optimal dual that the pricing computes from the bids (not the solver's duals, and not welfare
+   held within a tolerance, which the secondary objective would spend).
+4. Prices: the relief rows' duals, made unique by the midpoint rule (:mod:`market.clearing.pricing`),
+   read from the published solution of step 3.
 
 Accepted kW are rounded to 3 decimals (1 W) and prices to 4 decimals per MWh, after snapping
 values within the solver's tolerance of a bound to the bound, so results do not depend on the
@@ -424,12 +426,13 @@ def _on_face(model: LinearModel, dual: FloatArray, secondary: FloatArray, lb: Fl
         v[free] = solve_highs(
             g[rows], secondary[free], np.where(binding[rows], h, -np.inf), h, lb[free], ub[free], "tie-break LP"
         )
-    else:
-        # Every column fixed: the face is that one point, if it is feasible at all.
-        slack = model.h - model.G @ v
-        tolerance = 1e-6 * (1 + np.abs(model.h))
-        if np.any(slack < -tolerance) or np.any(binding & (slack > tolerance)):
-            raise SolverError("tie-break: the optimal face read from the dual is empty")
+    # Rows with no free column never reached the solver (with every column fixed, none did): the
+    # face is empty if the fixed columns break one, or leave slack where the dual says binding.
+    # Half a watt (the published precision) of either is rounding.
+    slack = model.h - model.G @ v
+    tolerance = RESULT_TOL * (1 + 1e-6 * np.abs(model.h))
+    if np.any(slack < -tolerance) or np.any(binding & (slack > tolerance)):
+        raise SolverError("tie-break: the optimal face read from the dual is empty")
     return Solution(v=v, duals=dual, objective=float(model.c @ v))
 
 
