@@ -72,8 +72,8 @@ solution; an interior-point solver's 1e-5 kW left on a rejected offer must not m
 PRICE_TOL = 1e-5
 """Currency per MWh: reduced costs smaller than this are zero."""
 FACE_TOL = 1e-7
-"""Relative: two ends of a face row this close make it an equation. Also the slack each row gets
-only if the substituted prices leave the rest of the face empty by rounding."""
+"""Relative: two ends of a face row this close make it an equation; a price's two bounds crossed by
+no more than this are one value (rounding), by more, the face is empty."""
 _PATTERN_SEED = 20_270_101
 
 
@@ -248,13 +248,12 @@ class ParamFace:
         counts = np.diff(rows.indptr)
         one = np.flatnonzero(counts == 1)
         var, coef = rows.indices[rows.indptr[one]], rows.data[rows.indptr[one]]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            lower = np.where(coef > 0, low[one], high[one]) / coef
-            upper = np.where(coef > 0, high[one], low[one]) / coef
+        # No coefficient is zero here (those at or below _ZERO were dropped), so each division is a
+        # number or an infinite end that stays infinite.
+        lower = np.where(coef > 0, low[one], high[one]) / coef
+        upper = np.where(coef > 0, high[one], low[one]) / coef
         self.floor = np.full(p, -np.inf)
         self.ceiling = np.full(p, np.inf)
-        # 0/0 (a row's open end divided by ...) cannot occur: coefficients here are non-zero; an
-        # infinite end stays infinite.
         np.maximum.at(self.floor, var, lower)
         np.minimum.at(self.ceiling, var, upper)
         crossed = self.floor > self.ceiling
