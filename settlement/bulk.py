@@ -120,9 +120,7 @@ def _shape_matrix(frame: pl.DataFrame, types: Mapping[str, BinaryType], rows: np
             fields.append((_NULL, None))
         else:
             fields.append((struct.pack(">i", _WIDTH[kind]), _fixed(series, kind)))
-    width = 2 + sum(
-        len(prefix) + (0 if v is None else (len(v) if isinstance(v, bytes) else v.shape[1])) for prefix, v in fields
-    )
+    width = 2 + sum(len(prefix) + _width(values) for prefix, values in fields)
     out = np.empty((n, width), dtype=np.uint8)
     out[:, 0:2] = np.frombuffer(struct.pack(">h", len(fields)), dtype=np.uint8)
     at = 2

@@ -64,7 +64,7 @@ from market.clearing.model import (
     Y,
     build_model,
 )
-from market.clearing.pricing import PRICE_TOL, reduced_costs, row_prices
+from market.clearing.pricing import PRICE_TOL, optimal_dual, reduced_costs, row_prices
 from market.clearing.solve import DEFAULT_SOLVER, Solution, SolverError, solve, solve_highs
 
 KW = Decimal("0.001")
@@ -119,7 +119,7 @@ def clear(book: OrderBook, solver: str = DEFAULT_SOLVER) -> ClearingResult:
         # solution on the face it describes; prices come from that solution, a vertex to the last
         # digit (an interior-point optimum can sit a watt off a bound it belongs on, which would make
         # an offer look marginal).
-        solution = _tie_break(model, row_prices(model, optimum, lb, ub).dual, optimum, lb, ub, component)
+        solution = _tie_break(model, optimal_dual(model, optimum, lb, ub), optimum, lb, ub, component)
         priced = row_prices(model, solution, lb, ub)
         degenerate_components += priced.degenerate
         welfare += solution.objective
@@ -367,7 +367,7 @@ def _tie_break(
     lie in (0, 0.5), and are counted per kW; the weights make its optimum unique. It is optimised
     over the optimal face, which complementary slackness with an optimal dual describes exactly:
     every optimal solution has a column with a non-zero reduced cost at its bound, and a row with a
-    positive dual binding. The dual is the pricing's (:class:`market.clearing.pricing.RowPrices`),
+    positive dual binding. The dual is the pricing's (:func:`market.clearing.pricing.optimal_dual`),
     exact to rounding, not the solver's: an interior-point solver's duals carry its last digits of
     complementarity, enough to fix columns that can still move. With any optimal dual that is the
     same face, so the result is the same whichever solver cleared the auction; HiGHS solves it

@@ -413,33 +413,45 @@ class RowPrices:
     fraction row has no price)."""
     degenerate: bool
     """Whether any relief row's dual was not unique."""
-    dual: FloatArray
-    """One optimal dual for every row, exact to rounding: a point of the face (each free ``θ`` at
-    its lowest, pushed down together within a component), found from the bids, not read from the
-    solver. Complementary slackness with it describes the optimal primal face exactly."""
 
 
-def row_prices(model: LinearModel, solution: Solution, lb: FloatArray, ub: FloatArray) -> RowPrices:
+def _parametrized(
+    model: LinearModel, solution: Solution, lb: FloatArray, ub: FloatArray
+) -> tuple[DualFace, Parametrization, ParamFace | None]:
+    """The dual face of ``solution``, its equations solved, and the rest over ``θ`` (None if the
+    equations fix every unknown)."""
     face = DualFace.of(model, solution.v, lb, ub)
     equations, target = face.equations()
     param = Parametrization.of(face.A[equations], target)
+    return face, param, ParamFace(face, param, equations) if len(param.params) else None
+
+
+def row_prices(model: LinearModel, solution: Solution, lb: FloatArray, ub: FloatArray) -> RowPrices:
+    face, param, param_face = _parametrized(model, solution, lb, ub)
     value = np.where(np.diff(param.N.indptr) == 0, param.beta, np.nan)
     free = np.flatnonzero(np.isnan(value) & (model.row_kind[face.rows] == RELIEF))
-    point = param.beta
-    if len(param.params):
-        param_face = ParamFace(face, param, equations)
-        point = param.beta + param.N @ param_face.point()
-        for unknown in free.tolist():
-            low, high = param_face.interval(unknown)
-            # No upper end: nothing can relieve the row at the margin (demand left unmet, or
-            # opposing requests at one point). Its price is then the lowest valid one.
-            value[unknown] = low if np.isinf(high) else (low + high) / 2
+    for unknown in free.tolist():
+        assert param_face is not None  # noqa: S101 - a free unknown is written over some θ
+        low, high = param_face.interval(unknown)
+        # No upper end: nothing can relieve the row at the margin (demand left unmet, or opposing
+        # requests at one point). Its price is then the lowest valid one.
+        value[unknown] = low if np.isinf(high) else (low + high) / 2
     relief = model.row_kind[face.rows] == RELIEF
     prices = np.zeros(model.G.shape[0])
     prices[face.rows[relief]] = np.maximum(value[relief], 0.0)
+    return RowPrices(prices=prices, degenerate=bool(len(free)))
+
+
+def optimal_dual(model: LinearModel, solution: Solution, lb: FloatArray, ub: FloatArray) -> FloatArray:
+    """One optimal dual for every row, exact to rounding: a point of the face of ``solution`` (each
+    free ``θ`` at its lowest, pushed down together within a component), found from the bids, not
+    read from the solver. Complementary slackness with it describes the optimal primal face exactly.
+    No price interval is computed."""
+    face, param, param_face = _parametrized(model, solution, lb, ub)
+    point = param.beta if param_face is None else param.beta + param.N @ param_face.point()
     dual = np.zeros(model.G.shape[0])
     dual[face.rows] = np.maximum(point, 0.0)
-    return RowPrices(prices=prices, degenerate=bool(len(free)), dual=dual)
+    return dual
 
 
 def reduced_costs(model: LinearModel, duals: FloatArray) -> FloatArray:

@@ -12,7 +12,7 @@ from market.clearing.book import DOWN, Storage
 from market.clearing.decompose import isp_components
 from market.clearing.engine import _Columns, _tie_break, clear, solved_components
 from market.clearing.model import X
-from market.clearing.pricing import row_prices
+from market.clearing.pricing import optimal_dual
 from tests.unit.clearing.builders import book, offer, points, request
 
 
@@ -121,7 +121,7 @@ def test_tie_break_falls_back_to_welfare_held_when_the_face_is_empty():
     columns = _Columns.of(b)
     components = isp_components(len(b.isps), columns.offers)
     ((component, model, optimum, lb, ub),) = list(solved_components(b, columns, components, "HIGHS"))
-    exact = _tie_break(model, row_prices(model, optimum, lb, ub).dual, optimum, lb, ub, component)
+    exact = _tie_break(model, optimal_dual(model, optimum, lb, ub), optimum, lb, ub, component)
     bogus = _tie_break(model, np.full(model.G.shape[0], 1e6), optimum, lb, ub, component)
     assert np.allclose(bogus.v, exact.v, atol=1e-6)
     assert sorted(np.round(exact.v[model.col_kind == X], 6).tolist()) == [1.0, 5.0]

@@ -23,7 +23,7 @@ from market.clearing.book import OrderBook
 from market.clearing.decompose import isp_components
 from market.clearing.engine import _Columns, solved_components
 from market.clearing.model import RELIEF, FloatArray, LinearModel
-from market.clearing.pricing import row_prices
+from market.clearing.pricing import optimal_dual, row_prices
 from tests.unit.clearing.test_properties import PROPERTY_SETTINGS, random_books
 
 OPTIMUM_SLACK = 1e-9
@@ -64,7 +64,7 @@ def check_against_reference(book: OrderBook) -> None:
             assert abs(price - expected) <= 1e-5 * (1 + abs(expected)), (row, price, expected)
         # The dual the tie-break uses is optimal: its Lagrangian bound h·λ + Σ max(rc·lb, rc·ub),
         # rc = c − Gᵀλ, is the optimal welfare (and λ ≥ 0).
-        dual = priced.dual
+        dual = optimal_dual(model, optimum, lb, ub)
         rc = model.c - model.G.T @ dual
         bound = model.h @ dual + np.maximum(rc * lb, rc * ub).sum()
         welfare = model.c @ optimum.v
