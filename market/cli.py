@@ -47,7 +47,7 @@ def serve(
 
     settings = get_settings()
     uvicorn.run(
-        "market.core.app:create_app",
+        "market.core.app:create_served_app",
         factory=True,
         host=host or settings.api.host,
         port=port or settings.api.port,

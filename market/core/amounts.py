@@ -24,6 +24,7 @@ def decimal_places(value: Decimal) -> int:
 
 _WIDE = Context(prec=60)
 _ONE = Decimal(1)
+_MICRO = _ONE.scaleb(-DECIMAL_PLACES)
 
 
 def canonical(value: Decimal) -> Decimal:
@@ -55,11 +56,6 @@ def amount_errors(field: str, value: Decimal, *, max_abs: Decimal, positive: boo
         return [FieldError(field, f"must be within ±{max_abs}")]
     if positive and value <= 0:
         return [FieldError(field, "must be greater than zero")]
-    exponent = value.as_tuple().exponent
-    if (
-        isinstance(exponent, int)
-        and exponent < -DECIMAL_PLACES
-        and value != value.quantize(Decimal(1).scaleb(-DECIMAL_PLACES))
-    ):
+    if value != value.quantize(_MICRO, context=_WIDE):  # exact below 10**53, far above any max_abs
         return [FieldError(field, f"at most {DECIMAL_PLACES} decimal places")]
     return []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin, SQLAlchemySyncConfig
@@ -99,4 +100,26 @@ def create_app(settings: Settings | None = None) -> Litestar:
     app.state.api_key_pepper = settings.security.api_key_pepper
     app.state.engine = engine
     app.state.tasks_in_process = settings.jobs.in_process
+    return app
+
+
+def freeze_startup_heap() -> None:
+    """Move every object alive after startup out of the cyclic garbage collector's reach.
+
+    The API process holds some 330,000 tracked long-lived objects once the solver and dataframe
+    libraries are imported, and a full collection walks them all: 0.24 s measured on the idle app,
+    0.22 s in the middle of a 10,000-offer batch, a pause for every request in flight. Frozen, they are
+    never walked again (they live as long as the process); a full collection then walks only what
+    requests made. Objects freed by reference counting are freed as before.
+    """
+    gc.collect()
+    gc.freeze()
+
+
+def create_served_app() -> Litestar:
+    """The application as ``flexmarket serve`` runs it: :func:`create_app`, whose heap is frozen
+    once it has started (:func:`freeze_startup_heap`). Tests build :func:`create_app` many times in
+    one process and do not freeze."""
+    app = create_app()
+    app.on_startup.append(freeze_startup_heap)
     return app

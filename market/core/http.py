@@ -9,12 +9,16 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import anyio
+import msgspec
 from litestar import Request, Response
+from litestar._openapi.schema_generation import SchemaCreator
 from litestar.connection import ASGIConnection
+from litestar.dto import MsgspecDTO
 from litestar.exceptions import (
+    ClientException,
     HTTPException,
     NotAuthorizedException,
     PermissionDeniedException,
@@ -22,7 +26,9 @@ from litestar.exceptions import (
 )
 from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
+from litestar.openapi.spec import Reference, Schema
 from litestar.params import QueryParameter
+from litestar.typing import FieldDefinition
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -154,6 +160,42 @@ EXCEPTION_HANDLERS: dict[type[Exception] | int, Callable[..., Response[Any]]] = 
     IntegrityError: integrity_handler,
     Exception: internal_error_handler,
 }
+
+# -- request bodies -----------------------------------------------------------------------------
+
+StructT = TypeVar("StructT", bound=msgspec.Struct)
+
+
+class OnePassJSON(MsgspecDTO[StructT]):
+    """Decode a JSON body straight into its Struct, in one pass of msgspec's C decoder.
+
+    Without a DTO, Litestar first decodes the body into dicts and lists and then converts those
+    into the Struct: two passes, the second in lax mode. On a batch of 10,000 offers (3.9 MB) that
+    took 0.18 s, against 0.10 s for one pass (mostly the Structs' ``__post_init__``). The decoder
+    runs in the same lax mode, so it accepts what the two passes accepted, and its errors read the
+    same (``... - at `$.offers[3].isps```), which :func:`validation_handler` turns into field paths.
+    The OpenAPI schema is the Struct's own, as without a DTO (with its limits and its refusal of
+    unknown fields), not the transfer model :class:`MsgspecDTO` would derive from it.
+    """
+
+    @classmethod
+    def create_openapi_schema(
+        cls, field_definition: FieldDefinition, handler_id: str, schema_creator: SchemaCreator
+    ) -> Reference | Schema:
+        return schema_creator.for_field_definition(
+            FieldDefinition.from_annotation(cls.model_type, kwarg_definition=field_definition.kwarg_definition)
+        )
+
+    def decode_bytes(self, value: bytes) -> Any:
+        try:
+            return msgspec.json.decode(value, type=self.model_type, strict=False)
+        except msgspec.ValidationError as exc:
+            raise ValidationException(
+                detail="the request body is invalid", extra=[{"message": str(exc), "key": "data", "source": "body"}]
+            ) from exc
+        except msgspec.DecodeError as exc:
+            raise ClientException(detail=f"the request body is not valid JSON: {exc}") from exc
+
 
 # -- authentication and scopes ------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from market.auth.principal import Principal, Scope
 from market.core.db import utcnow
-from market.core.http import requires
+from market.core.http import OnePassJSON, requires
 from market.core.idempotency import Idempotency
 from market.core.queries import Page
 from market.orders import service
@@ -158,6 +158,8 @@ class FlexOfferController(Controller):
         status_code=201,
         summary="Submit up to 10,000 FlexOffers, all or nothing",
         request_max_body_size=BATCH_MAX_BODY_BYTES,
+        dto=OnePassJSON[FlexOfferBatch],
+        return_dto=None,
     )
     def create_batch(
         self,

@@ -414,26 +414,25 @@ def create_offers(
     markets = MarketCache(session)
     for market_id in set(resources.market_of_point.values()):
         markets.bounds(markets.get(market_id))  # loaded now: no query may run while the batch streams
-    rows: list[dict[str, Any]] = []
+    ids: list[uuid.UUID] = []
+    seller = principal.participant_id
     errors: list[FieldError] = []
     gate: list[FieldError] = []
 
     def valid_rows() -> Iterator[dict[str, Any]]:
         for i, data in enumerate(offers):
-            _, values, offer_errors, offer_gate = _offer_values(data, resources, markets, now)
-            errors.extend(FieldError(f"offers[{i}].{e.field}", e.reason) for e in offer_errors)
-            gate.extend(FieldError(f"offers[{i}].{e.field}", e.reason) for e in offer_gate)
+            _, row, offer_errors, offer_gate = _offer_values(data, resources, markets, now)
+            if offer_errors or offer_gate:
+                errors.extend(FieldError(f"offers[{i}].{e.field}", e.reason) for e in offer_errors)
+                gate.extend(FieldError(f"offers[{i}].{e.field}", e.reason) for e in offer_gate)
             if errors or gate:
                 continue  # the batch is refused: check the rest, store nothing more
-            row = {
-                "id": uuid.uuid4(),
-                "seller_id": principal.participant_id,
-                "created_at": now,
-                "revision": 1,
-                "revoked_at": None,
-                **values,
-            }
-            rows.append(row)
+            row["id"] = uuid.uuid4()
+            row["seller_id"] = seller
+            row["created_at"] = now
+            row["revision"] = 1
+            row["revoked_at"] = None
+            ids.append(row["id"])
             yield row
         if errors or gate:
             raise _BatchRefused
@@ -444,7 +443,7 @@ def create_offers(
     except _BatchRefused:
         pass
     _check(errors, gate, "batch")
-    return [row["id"] for row in rows]
+    return ids
 
 
 OFFER_COLUMNS = [c.name for c in FlexOffer.__table__.columns]

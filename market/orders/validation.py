@@ -41,7 +41,14 @@ class Profile:
 
     def covered_starts(self, isp: timedelta) -> list[datetime]:
         """Starts of the ISPs with a non-zero quantity."""
-        return [self.start + i * isp for i, q in enumerate(self.quantities_kw) if q != 0]
+        return [self.start + i * isp for i, q in enumerate(self.quantities_kw) if q]
+
+    def first_covered(self, isp: timedelta) -> datetime | None:
+        """Start of the first ISP with a non-zero quantity, if any."""
+        for i, q in enumerate(self.quantities_kw):
+            if q:
+                return self.start + i * isp
+        return None
 
 
 def profile_errors(field: str, isps: list[IspQuantity], bounds: Bounds) -> tuple[Profile | None, list[FieldError]]:
@@ -53,21 +60,20 @@ def profile_errors(field: str, isps: list[IspQuantity], bounds: Bounds) -> tuple
     """
     errors: list[FieldError] = []
     clock = bounds.clock
+    max_kw = bounds.max_quantity_kw
     seen: set[datetime] = set()
-    aligned = clock.aligned([item.start for item in isps])
     for i, item in enumerate(isps):
-        if not aligned[i]:
+        start = item.start
+        if not clock.is_aligned(start):
             errors.append(
                 FieldError(
                     f"{field}[{i}].start", f"not on the market's {clock.isp_minutes}-minute ISP grid ({clock.timezone})"
                 )
             )
-        if item.start in seen:
+        if start in seen:
             errors.append(FieldError(f"{field}[{i}].start", "the same ISP appears twice"))
-        seen.add(item.start)
-        errors += amount_errors(
-            f"{field}[{i}].quantity_kw", item.quantity_kw, max_abs=bounds.max_quantity_kw, positive=True
-        )
+        seen.add(start)
+        errors += amount_errors(f"{field}[{i}].quantity_kw", item.quantity_kw, max_abs=max_kw, positive=True)
     if errors:
         return None, errors
     ordered = sorted(isps, key=lambda x: x.start)
@@ -185,7 +191,7 @@ def gate_errors(field: str, profile: Profile, clock: MarketClock, now: datetime)
 
     Gate closure never falls as ISPs get later, so the order's first ISP with a quantity decides.
     """
-    first = next(iter(profile.covered_starts(clock.isp)), None)
+    first = profile.first_covered(clock.isp)
     if first is None:
         return []
     gate = clock.gate_closure(first)

@@ -325,6 +325,42 @@ def test_batch_limits(client: TestClient[Litestar], w: World) -> None:
     assert "offers" in _fields(empty)
 
 
+def test_batch_body_errors_name_the_field(client: TestClient[Litestar], w: World, db: Session) -> None:
+    """The batch body is decoded in one pass (``OnePassJSON``): its errors still name the field and
+    the reason, like every other body's, and the lax mode still takes numbers for amounts."""
+    offers = [w.offer() for _ in range(3)]
+    wrong_type = [*offers[:2], {**offers[2], "isps": [{"start": offers[2]["isps"][0]["start"], "quantity_kw": []}]}]
+    response = client.post(f"{OFFERS}/batch", json={"offers": wrong_type}, headers=w.household.headers)
+    assert response.status_code == 422
+    assert set(_fields(response)) == {"offers[2].isps[0].quantity_kw"}
+    assert "decimal" in _fields(response)["offers[2].isps[0].quantity_kw"]
+
+    smuggled = [offers[0], {**offers[1], "seller_id": str(w.household.id)}]
+    response = client.post(f"{OFFERS}/batch", json={"offers": smuggled}, headers=w.household.headers)
+    assert response.status_code == 422
+    assert set(_fields(response)) == {"offers[1].seller_id"}
+
+    missing = [{k: v for k, v in offers[0].items() if k != "direction"}]
+    response = client.post(f"{OFFERS}/batch", json={"offers": missing}, headers=w.household.headers)
+    assert response.status_code == 422
+    assert set(_fields(response)) == {"offers[0].direction"}
+
+    malformed = client.post(
+        f"{OFFERS}/batch",
+        content=b'{"offers": [',
+        headers={**w.household.headers, "Content-Type": "application/json"},
+    )
+    assert malformed.status_code == 400
+    assert set(_fields(malformed)) == {"body"}
+    assert _count(db, FlexOffer) == 0
+
+    numbers = [{**offers[0], "price_per_mwh": 120.25, "isps": [{**offers[0]["isps"][0], "quantity_kw": 2.5}]}]
+    accepted = client.post(f"{OFFERS}/batch", json={"offers": numbers}, headers=w.household.headers)
+    assert accepted.status_code == 201, accepted.text
+    stored = client.get(f"{OFFERS}/{accepted.json()['ids'][0]}", headers=w.household.headers).json()
+    assert (stored["price_per_mwh"], stored["isps"][0]["quantity_kw"]) == ("120.25", "2.5")
+
+
 def test_batch_above_the_general_body_limit(client: TestClient[Litestar], w: World, db: Session) -> None:
     # 1,800 offers of 92 ISPs are about 9.8 MB: over the general 8 MiB limit, within the batch's own.
     isps = [{"start": iso(local(w.open_day, 0) + timedelta(minutes=15 * i)), "quantity_kw": "1.5"} for i in range(92)]

@@ -46,6 +46,11 @@ def test_amount_errors_name_the_reason(raw: str, reason: str) -> None:
     assert [(e.field, e.reason) for e in errors] == [("price", reason)]
 
 
+@pytest.mark.parametrize("raw", ["1.000001", "1.50000000000", "1E+6", "0.000001", "999999.999999", "2.5E-3"])
+def test_amount_errors_accept_six_places_written_any_way(raw: str) -> None:
+    assert amount_errors("price", Decimal(raw), max_abs=Decimal(1_000_000), positive=True) == []
+
+
 @given(st.decimals(allow_nan=False, allow_infinity=False, places=6, min_value=-(10**9), max_value=10**9))
 def test_canonical_keeps_the_value(value: Decimal) -> None:
     assert canonical(value) == value

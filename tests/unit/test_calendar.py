@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from market.markets import calendar
 from market.markets.calendar import MarketClock
 from market.markets.models import GateClosureKind
 
@@ -277,11 +278,41 @@ def test_isps_of_day_property(day, isp_minutes):
     day=st.dates(min_value=date(2020, 1, 1), max_value=date(2035, 12, 31)),
     minutes=st.lists(st.integers(min_value=-3000, max_value=3000), min_size=1, max_size=8),
     zone=st.sampled_from(["Europe/Amsterdam", "Asia/Kolkata", "America/St_Johns", "UTC"]),
+    kind=st.sampled_from([GateClosureKind.DAY_AHEAD, GateClosureKind.INTRADAY]),
 )
-def test_aligned_many_agrees_with_is_aligned(day: date, minutes: list[int], zone: str) -> None:
-    clock = MarketClock(
-        timezone=zone, isp_minutes=15, gate_closure_kind=GateClosureKind.INTRADAY, intraday_lead_minutes=0
-    )
+def test_remembered_answers_agree_with_fresh_ones(
+    day: date, minutes: list[int], zone: str, kind: GateClosureKind
+) -> None:
+    """One clock asked about the same instants again, written with other UTC offsets (the memo's
+    hits), answers as a new clock does for each question (no memo)."""
+
+    def new_clock() -> MarketClock:
+        return MarketClock(
+            timezone=zone,
+            isp_minutes=15,
+            gate_closure_kind=kind,
+            day_ahead_gate_time=time(12),
+            intraday_lead_minutes=30,
+        )
+
+    clock = new_clock()
     base = datetime.combine(day, time(0), tzinfo=ZoneInfo(zone))
-    instants = [(base + timedelta(minutes=m)).astimezone(UTC) for m in minutes]
-    assert clock.aligned(instants) == [clock.is_aligned(i) for i in instants]
+    instants = [base + timedelta(minutes=m) for m in minutes]
+    forms = [UTC, ZoneInfo(zone), timezone(timedelta(hours=5, minutes=45))]
+    for form in forms:
+        for instant in instants:
+            written = instant.astimezone(form)
+            assert clock.is_aligned(written) is new_clock().is_aligned(written)
+            assert clock.gate_closure(written) == new_clock().gate_closure(written)
+
+
+def test_the_memo_forgets_at_its_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(calendar, "MEMO_LIMIT", 3)
+    clock = MarketClock("Europe/Amsterdam", 15, GateClosureKind.DAY_AHEAD, time(12))
+    start = datetime(2026, 6, 1, 10, 0, tzinfo=UTC)
+    for k in range(10):
+        instant = start + timedelta(minutes=5 * k)
+        assert clock.is_aligned(instant) is (k % 3 == 0)
+        assert clock.gate_closure(instant) == datetime(2026, 5, 31, 10, 0, tzinfo=UTC)  # 12:00 CEST
+        assert len(clock._aligned) <= 3
+        assert len(clock._gates) <= 3
