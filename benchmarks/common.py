@@ -33,6 +33,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import psycopg
 from psycopg import sql
+from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
 from market.auth.principal import Principal, Scope
@@ -192,6 +193,12 @@ def build_world(
             )
             owned[i % sellers].append(site.id)
         clock = clock_of(market)
+    # Planner statistics, as autovacuum keeps them on a live database. Without them PostgreSQL
+    # checks each offer's foreign keys by plans made for empty tables: measured at 41-49 ms per
+    # 1,000 offers inserted, against 25-30 ms with statistics.
+    with engine.connect() as conn:
+        conn.execute(text("ANALYZE"))
+        conn.commit()
     engine.dispose()
     seller_list = tuple(
         Seller(p.participant_id, seller_role, token, p, tuple(site_ids))

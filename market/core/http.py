@@ -7,7 +7,6 @@ body carries ``errors: [{field, reason}]`` when a field is at fault.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
@@ -45,6 +44,7 @@ from market.core.errors import (
     Unauthenticated,
 )
 from market.core.queries import Page, unique_violation_field
+from market.core.schema import error_field
 
 log = logging.getLogger("flexmarket.http")
 
@@ -100,25 +100,11 @@ def market_error_handler(_: Request[Any, Any, Any], exc: MarketError) -> Respons
     return problem(status, _title(status), exc.detail, exc.errors)
 
 
-_AT_PATH = re.compile(r"\s*-\s*at\s*`\$\.?([^`]*)`")
-_NAMED_FIELD = re.compile(r"(?:unknown|missing required) field `([^`]+)`")
-
-
 def _field_of(item: dict[str, Any]) -> tuple[str, str]:
-    """Turn one of Litestar's validation items into (field, reason).
-
-    msgspec reports ``... - at `$.entries[0].factor``` for a bad value and names the field in the
-    message for an unknown or missing one; both become a dotted field path.
-    """
-    message = str(item.get("message", "invalid"))
-    match = _AT_PATH.search(message)
-    field = match.group(1) if match else ""
-    named = _NAMED_FIELD.search(message)
-    if named:
-        field = f"{field}.{named.group(1)}" if field else named.group(1)
+    """Turn one of Litestar's validation items into (field, reason) (see :func:`error_field`)."""
+    field, reason = error_field(str(item.get("message", "invalid")))
     if not field:
         field = str(item.get("key") or "body")
-    reason = _AT_PATH.sub("", message).strip() or "invalid"
     source = str(getattr(item.get("source"), "value", item.get("source")))
     if source in ("query", "path", "header", "cookie") and item.get("key"):
         field = f"{source}.{item['key']}"
@@ -175,15 +161,18 @@ class OnePassJSON(MsgspecDTO[StructT]):
     runs in the same lax mode, so it accepts what the two passes accepted, and its errors read the
     same (``... - at `$.offers[3].isps```), which :func:`validation_handler` turns into field paths.
     The OpenAPI schema is the Struct's own, as without a DTO (with its limits and its refusal of
-    unknown fields), not the transfer model :class:`MsgspecDTO` would derive from it.
+    unknown fields), not the transfer model :class:`MsgspecDTO` would derive from it; or that of
+    the Struct's ``openapi_type`` class variable, for a body decoded in stages (a list of
+    :class:`msgspec.Raw` items documented as what they will decode into).
     """
 
     @classmethod
     def create_openapi_schema(
         cls, field_definition: FieldDefinition, handler_id: str, schema_creator: SchemaCreator
     ) -> Reference | Schema:
+        documented = getattr(cls.model_type, "openapi_type", cls.model_type)
         return schema_creator.for_field_definition(
-            FieldDefinition.from_annotation(cls.model_type, kwarg_definition=field_definition.kwarg_definition)
+            FieldDefinition.from_annotation(documented, kwarg_definition=field_definition.kwarg_definition)
         )
 
     def decode_bytes(self, value: bytes) -> Any:

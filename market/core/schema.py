@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from typing import Annotated, Any, TypeVar, get_args, get_type_hints
 
@@ -50,3 +51,23 @@ class CamelStruct(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Fals
     @classmethod
     def from_model(cls: type[T], obj: Any) -> T:
         return msgspec.convert(obj, cls, from_attributes=True)
+
+
+_AT_PATH = re.compile(r"\s*-\s*at\s*`\$\.?([^`]*)`")
+_NAMED_FIELD = re.compile(r"(?:unknown|missing required) field `([^`]+)`")
+
+
+def error_field(message: str) -> tuple[str, str]:
+    """Split one of msgspec's validation messages into (field path, reason).
+
+    msgspec reports ``... - at `$.entries[0].factor``` for a bad value and names the field in the
+    message for an unknown or missing one; both become a dotted path (``entries[0].factor``).
+    The path is empty for an error of the document as a whole.
+    """
+    match = _AT_PATH.search(message)
+    field = match.group(1) if match else ""
+    named = _NAMED_FIELD.search(message)
+    if named:
+        field = f"{field}.{named.group(1)}" if field else named.group(1)
+    reason = _AT_PATH.sub("", message).strip() or "invalid"
+    return field, reason

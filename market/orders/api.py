@@ -19,7 +19,7 @@ from market.orders import service
 from market.orders.models import Direction, OrderState
 from market.orders.schemas import (
     BatchAccepted,
-    FlexOfferBatch,
+    FlexOfferBatchBody,
     FlexOfferCreate,
     FlexOfferRead,
     FlexRequestCreate,
@@ -158,7 +158,7 @@ class FlexOfferController(Controller):
         status_code=201,
         summary="Submit up to 10,000 FlexOffers, all or nothing",
         request_max_body_size=BATCH_MAX_BODY_BYTES,
-        dto=OnePassJSON[FlexOfferBatch],
+        dto=OnePassJSON[FlexOfferBatchBody],
         return_dto=None,
     )
     def create_batch(
@@ -166,7 +166,7 @@ class FlexOfferController(Controller):
         db_session: NamedDependency[Session],
         principal: NamedDependency[Principal],
         idempotency: NamedDependency[Idempotency],
-        data: JSONBody[FlexOfferBatch],
+        data: JSONBody[FlexOfferBatchBody],
     ) -> Response[BatchAccepted]:
         def produce() -> BatchAccepted:
             ids = service.create_offers(db_session, principal, data.offers, utcnow())

@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 import msgspec
 
@@ -113,6 +113,16 @@ class FlexOfferBatch(CamelStruct):
     """Up to 10,000 offers, stored all or nothing."""
 
     offers: Annotated[list[FlexOfferCreate], msgspec.Meta(min_length=1, max_length=MAX_BATCH)]
+
+
+class FlexOfferBatchBody(msgspec.Struct, forbid_unknown_fields=True):
+    """A batch as the API receives it: each offer is still its JSON text, decoded into a
+    :class:`FlexOfferCreate` as the batch streams into the database (the decoding of one chunk then
+    runs while PostgreSQL stores the previous one). Documented as :class:`FlexOfferBatch`."""
+
+    openapi_type: ClassVar[type] = FlexOfferBatch
+
+    offers: Annotated[list[msgspec.Raw], msgspec.Meta(min_length=1, max_length=MAX_BATCH)]
 
 
 class BatchAccepted(CamelStruct):

@@ -24,6 +24,7 @@ from market.auth.principal import Principal
 from market.core import audit
 from market.core.errors import FieldError, Forbidden, GateClosed, InvalidInput, NotFound
 from market.core.queries import Page, paginate
+from market.core.schema import error_field
 from market.grid.models import CongestionPoint
 from market.markets.models import Market
 from market.markets.service import clock_of
@@ -298,12 +299,48 @@ def _require_seller(principal: Principal) -> None:
         raise Forbidden(detail="only households, aggregators and data centers offer flexibility")
 
 
-class Resources:
-    """The caller's sites and portfolios named by a set of offers, loaded in two queries."""
+class _ResourceRef(msgspec.Struct, gc=False):
+    """The resource an offer still in JSON names, read without decoding the rest of it."""
 
-    def __init__(self, session: Session, principal: Principal, offers: Sequence[FlexOfferCreate]) -> None:
-        site_ids = {o.site_id for o in offers if o.site_id is not None}
-        portfolio_ids = {o.portfolio_id for o in offers if o.portfolio_id is not None}
+    site_id: uuid.UUID | None = None
+    portfolio_id: uuid.UUID | None = None
+
+
+_REF_DECODER = msgspec.json.Decoder(_ResourceRef)
+_OFFER_DECODER = msgspec.json.Decoder(FlexOfferCreate, strict=False)
+
+
+def _resource_refs(offers: Sequence[FlexOfferCreate | msgspec.Raw]) -> Iterator[FlexOfferCreate | _ResourceRef]:
+    """Each offer's site and portfolio; an offer whose JSON does not give them as ids names none
+    (its decoding reports why)."""
+    for offer in offers:
+        if not isinstance(offer, msgspec.Raw):
+            yield offer
+            continue
+        try:
+            yield _REF_DECODER.decode(offer)
+        except msgspec.ValidationError:
+            continue
+
+
+def _decoded(offer: FlexOfferCreate | msgspec.Raw) -> tuple[FlexOfferCreate | None, list[FieldError]]:
+    """The offer as a Struct, or why its JSON is not a FlexOffer (lax mode, as a single offer's
+    body: an amount may be a JSON number)."""
+    if not isinstance(offer, msgspec.Raw):
+        return offer, []
+    try:
+        return _OFFER_DECODER.decode(offer), []
+    except msgspec.ValidationError as exc:
+        field, reason = error_field(str(exc))
+        return None, [FieldError(field, reason)]  # an empty field: the offer as a whole
+
+
+class Resources:
+    """The caller's sites and portfolios among the given ids, loaded in at most three queries."""
+
+    def __init__(
+        self, session: Session, principal: Principal, site_ids: set[uuid.UUID], portfolio_ids: set[uuid.UUID]
+    ) -> None:
         self.sites: dict[uuid.UUID, uuid.UUID] = {}
         self.portfolios: dict[uuid.UUID, uuid.UUID] = {}
         if site_ids:
@@ -327,6 +364,18 @@ class Resources:
                 select(CongestionPoint.id, CongestionPoint.market_id).where(CongestionPoint.id.in_(point_ids))
             )
             self.market_of_point = dict(rows.all())
+
+    @classmethod
+    def of(cls, session: Session, principal: Principal, offers: Iterable[FlexOfferCreate | _ResourceRef]) -> Resources:
+        """The resources the offers name (offers or :class:`_ResourceRef` s)."""
+        site_ids: set[uuid.UUID] = set()
+        portfolio_ids: set[uuid.UUID] = set()
+        for offer in offers:
+            if offer.site_id is not None:
+                site_ids.add(offer.site_id)
+            if offer.portfolio_id is not None:
+                portfolio_ids.add(offer.portfolio_id)
+        return cls(session, principal, site_ids, portfolio_ids)
 
     def point_of(self, data: FlexOfferCreate) -> tuple[uuid.UUID | None, list[FieldError]]:
         if data.site_id is not None and data.portfolio_id is None:
@@ -383,7 +432,9 @@ def _offer_values(
 
 def create_offer(session: Session, principal: Principal, data: FlexOfferCreate, now: datetime) -> FlexOfferRead:
     _require_seller(principal)
-    market, values, errors, gate = _offer_values(data, Resources(session, principal, [data]), MarketCache(session), now)
+    market, values, errors, gate = _offer_values(
+        data, Resources.of(session, principal, [data]), MarketCache(session), now
+    )
     _check(errors, gate, "offer")
     assert market is not None  # noqa: S101 - no errors means a market
     offer = FlexOffer(id=uuid.uuid4(), seller_id=principal.participant_id, created_at=now, **values)
@@ -398,19 +449,20 @@ class _BatchRefused(Exception):
 
 
 def create_offers(
-    session: Session, principal: Principal, offers: Sequence[FlexOfferCreate], now: datetime
+    session: Session, principal: Principal, offers: Sequence[FlexOfferCreate | msgspec.Raw], now: datetime
 ) -> list[uuid.UUID]:
     """Store a batch all or nothing. Every bad offer is reported, prefixed ``offers[i].``.
 
-    Offers are validated as they stream into the database (:func:`bulk_insert_offers`), so
-    PostgreSQL stores one chunk while Python checks the next (two cores busy instead of one after
-    the other). The stream runs in a savepoint: at the first bad offer nothing more is sent, the
-    rest is still checked so that every error is reported, and the stream is then abandoned, which
-    rolls the savepoint back. Nothing of a refused batch is stored, offers or events, and the
-    caller's transaction stays usable.
+    An offer may still be its JSON text (:class:`msgspec.Raw`, as the API passes a batch): it is
+    decoded as its turn comes. Offers are decoded and validated as they stream into the database
+    (:func:`bulk_insert_offers`), so PostgreSQL stores one chunk while Python reads the next (two
+    cores busy instead of one after the other). The stream runs in a savepoint: at the first bad
+    offer nothing more is sent, the rest is still checked so that every error is reported, and the
+    stream is then abandoned, which rolls the savepoint back. Nothing of a refused batch is stored,
+    offers or events, and the caller's transaction stays usable.
     """
     _require_seller(principal)
-    resources = Resources(session, principal, offers)
+    resources = Resources.of(session, principal, _resource_refs(offers))
     markets = MarketCache(session)
     for market_id in set(resources.market_of_point.values()):
         markets.bounds(markets.get(market_id))  # loaded now: no query may run while the batch streams
@@ -420,11 +472,16 @@ def create_offers(
     gate: list[FieldError] = []
 
     def valid_rows() -> Iterator[dict[str, Any]]:
-        for i, data in enumerate(offers):
-            _, row, offer_errors, offer_gate = _offer_values(data, resources, markets, now)
+        for i, offer in enumerate(offers):
+            data, offer_errors = _decoded(offer)
+            offer_gate: list[FieldError] = []
+            row: dict[str, Any] = {}
+            if data is not None:
+                _, row, offer_errors, offer_gate = _offer_values(data, resources, markets, now)
             if offer_errors or offer_gate:
-                errors.extend(FieldError(f"offers[{i}].{e.field}", e.reason) for e in offer_errors)
-                gate.extend(FieldError(f"offers[{i}].{e.field}", e.reason) for e in offer_gate)
+                at = f"offers[{i}]"
+                errors.extend(FieldError(f"{at}.{e.field}" if e.field else at, e.reason) for e in offer_errors)
+                gate.extend(FieldError(f"{at}.{e.field}", e.reason) for e in offer_gate)
             if errors or gate:
                 continue  # the batch is refused: check the rest, store nothing more
             row["id"] = uuid.uuid4()
@@ -512,7 +569,7 @@ def revise_offer(
     _require_seller(principal)
     markets = MarketCache(session)
     _require_open(offer, markets.get(offer.market_id), now, "offer")
-    market, values, errors, gate = _offer_values(data, Resources(session, principal, [data]), markets, now)
+    market, values, errors, gate = _offer_values(data, Resources.of(session, principal, [data]), markets, now)
     _check(errors, gate, "offer")
     assert market is not None  # noqa: S101 - no errors means a market
     _revise(session, principal, offer, values)

@@ -326,8 +326,9 @@ def test_batch_limits(client: TestClient[Litestar], w: World) -> None:
 
 
 def test_batch_body_errors_name_the_field(client: TestClient[Litestar], w: World, db: Session) -> None:
-    """The batch body is decoded in one pass (``OnePassJSON``): its errors still name the field and
-    the reason, like every other body's, and the lax mode still takes numbers for amounts."""
+    """Each offer of a batch is decoded as the batch streams (``FlexOfferBatchBody``): its errors
+    still name the field and the reason, like every other body's, every bad offer is named, not
+    only the first, and the lax mode still takes numbers for amounts."""
     offers = [w.offer() for _ in range(3)]
     wrong_type = [*offers[:2], {**offers[2], "isps": [{"start": offers[2]["isps"][0]["start"], "quantity_kw": []}]}]
     response = client.post(f"{OFFERS}/batch", json={"offers": wrong_type}, headers=w.household.headers)
@@ -344,6 +345,15 @@ def test_batch_body_errors_name_the_field(client: TestClient[Litestar], w: World
     response = client.post(f"{OFFERS}/batch", json={"offers": missing}, headers=w.household.headers)
     assert response.status_code == 422
     assert set(_fields(response)) == {"offers[0].direction"}
+
+    several = [{**offers[0], "price_per_mwh": "12.1234567"}, 7, {**offers[2], "direction": "sideways"}]
+    response = client.post(f"{OFFERS}/batch", json={"offers": several}, headers=w.household.headers)
+    assert response.status_code == 422
+    assert _fields(response) == {
+        "offers[0].price_per_mwh": "at most 6 decimal places",
+        "offers[1]": "Expected `object`, got `int`",
+        "offers[2].direction": "Invalid enum value 'sideways'",
+    }
 
     malformed = client.post(
         f"{OFFERS}/batch",
