@@ -336,34 +336,33 @@ def _decoded(offer: FlexOfferCreate | msgspec.Raw) -> tuple[FlexOfferCreate | No
 
 
 class Resources:
-    """The caller's sites and portfolios among the given ids, loaded in at most three queries."""
+    """The caller's sites and portfolios among the given ids, with their congestion points' markets:
+    one query for the sites and one for the portfolios, each joined to its congestion point."""
 
     def __init__(
         self, session: Session, principal: Principal, site_ids: set[uuid.UUID], portfolio_ids: set[uuid.UUID]
     ) -> None:
         self.sites: dict[uuid.UUID, uuid.UUID] = {}
         self.portfolios: dict[uuid.UUID, uuid.UUID] = {}
+        self.market_of_point: dict[uuid.UUID, uuid.UUID] = {}
         if site_ids:
             rows = session.execute(
-                select(Site.id, Site.congestion_point_id).where(
-                    Site.id.in_(site_ids), Site.owner_id == principal.participant_id
-                )
+                select(Site.id, Site.congestion_point_id, CongestionPoint.market_id)
+                .join(CongestionPoint, CongestionPoint.id == Site.congestion_point_id)
+                .where(Site.id.in_(site_ids), Site.owner_id == principal.participant_id)
             )
-            self.sites = dict(rows.all())
+            for site_id, point_id, market_id in rows:
+                self.sites[site_id] = point_id
+                self.market_of_point[point_id] = market_id
         if portfolio_ids:
             rows = session.execute(
-                select(Portfolio.id, Portfolio.congestion_point_id).where(
-                    Portfolio.id.in_(portfolio_ids), Portfolio.aggregator_id == principal.participant_id
-                )
+                select(Portfolio.id, Portfolio.congestion_point_id, CongestionPoint.market_id)
+                .join(CongestionPoint, CongestionPoint.id == Portfolio.congestion_point_id)
+                .where(Portfolio.id.in_(portfolio_ids), Portfolio.aggregator_id == principal.participant_id)
             )
-            self.portfolios = dict(rows.all())
-        point_ids = set(self.sites.values()) | set(self.portfolios.values())
-        self.market_of_point: dict[uuid.UUID, uuid.UUID] = {}
-        if point_ids:
-            rows = session.execute(
-                select(CongestionPoint.id, CongestionPoint.market_id).where(CongestionPoint.id.in_(point_ids))
-            )
-            self.market_of_point = dict(rows.all())
+            for portfolio_id, point_id, market_id in rows:
+                self.portfolios[portfolio_id] = point_id
+                self.market_of_point[point_id] = market_id
 
     @classmethod
     def of(cls, session: Session, principal: Principal, offers: Iterable[FlexOfferCreate | _ResourceRef]) -> Resources:
