@@ -692,6 +692,11 @@ def _step_lines(runs: dict[str, Any]) -> list[str]:
     lines += [
         f"## Where the time goes in clear(){scope} (wrapped engine functions, {total:.1f} s total)",
         "",
+        "Three threads share the work (`market.clearing.overlap`): one builds and compiles the components' "
+        "models, one solves them, and the caller's thread prices and tallies each solved component and then "
+        "makes the awards and hashes; the book's hash runs in a fourth. Steps in different threads overlap, so "
+        "their seconds add up to more than the wall time, and 'other' is the wall time minus that sum.",
+        "",
         "| step | calls | seconds | share |",
         "|---|---:|---:|---:|",
     ]
@@ -702,7 +707,7 @@ def _step_lines(runs: dict[str, Any]) -> list[str]:
             top_sum += step["s"]
         lines.append(f"| {indent}{step['label']} | {step['calls']:,} | {step['s']:.2f} | {_pct(step['s'], total)} |")
     lines += [
-        f"| other (sorting, relief matrix, Decimal results) | | {total - top_sum:.2f} | "
+        f"| other (sorting, relief matrix, Decimal results; negative where steps overlap) | | {total - top_sum:.2f} | "
         f"{_pct(total - top_sum, total)} |",
         "",
     ]

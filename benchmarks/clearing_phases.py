@@ -23,19 +23,20 @@ import json
 import pstats
 import resource
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import cvxpy as cp
 import highspy
 import numpy as np
 
 from benchmarks.clearing_baselines import highs_on_direct_models, highs_on_engine_models, naive_cvxpy
 from benchmarks.clearing_books import SIZES, Columns, Size, columns, order_book
 from market.clearing import engine, model, pricing
+from market.clearing import solve as solve_module
 from market.clearing.book import ClearingResult, OrderBook
 
 _INHERITED = object()
@@ -52,7 +53,9 @@ STEPS: tuple[tuple[Any, str, str, str], ...] = (
     (model, "add_relief_constraints", "add_relief_constraints", "build_model"),
     (model, "add_storage_constraints", "add_storage_constraints", "build_model"),
     (model, "add_min_fraction_constraints", "add_min_fraction_constraints", "build_model"),
-    (engine, "_solve_component", "main LP (_solve_component -> solve)", TOP),
+    (engine, "compile_model", "cvxpy compile of the main LP (compile_model)", TOP),
+    (solve_module.Compiled, "run", "main LP (Compiled.run)", TOP),
+    (engine, "_solve_component", "main LP with binaries (_solve_component -> MILP, LP)", TOP),
     (engine, "row_prices", "prices (row_prices)", TOP),
     (pricing.DualFace, "of", "DualFace.of (face over the binding rows)", "prices (row_prices)"),
     (pricing.Parametrization, "of", "Parametrization.of (elimination of the equations)", "prices (row_prices)"),
@@ -93,12 +96,19 @@ class Tracker:
     def __init__(self) -> None:
         self.seconds: Counter[str] = Counter()
         self.calls: Counter[str] = Counter()
-        self.stack: list[str] = []
+        self._local = threading.local()
+        self._lock = threading.Lock()
         self.lp: dict[str, Counter[str]] = {}
         self.lp_max: dict[str, dict[str, int]] = {}
         self._saved: list[tuple[Any, str, Any]] = []
         self.missing: list[str] = []
         self.start = time.perf_counter()
+
+    @property
+    def stack(self) -> list[str]:
+        """The steps the calling thread is in (the engine builds, solves and prices in three threads)."""
+        stack: list[str] = self._local.__dict__.setdefault("stack", [])
+        return stack
 
     def _wrap(self, label: str, function: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(function)
@@ -112,8 +122,9 @@ class Tracker:
             finally:
                 elapsed = time.perf_counter() - began
                 self.stack.pop()
-                self.seconds[label] += elapsed
-                self.calls[label] += 1
+                with self._lock:
+                    self.seconds[label] += elapsed
+                    self.calls[label] += 1
                 extra = {"returned_len": len(returned)} if isinstance(returned, np.ndarray) else {}
                 progress("", step=label, s=round(elapsed, 4), at=round(time.perf_counter() - self.start, 3), **extra)
 
@@ -130,29 +141,34 @@ class Tracker:
                 self._patch(owner, attribute, self._wrap(label, getattr(owner, attribute)))
             else:
                 self.missing.append(f"{owner.__name__}.{attribute}")
-        problem_solve = cp.Problem.solve
+        compiled_run = solve_module.Compiled.run
         highs_run = highspy.Highs.run
         tracker = self
 
-        def solve(problem: cp.Problem, *args: Any, **kwargs: Any) -> Any:
+        def lp_counter() -> Counter[str]:
+            step = tracker.stack[0] if tracker.stack else "?"
+            return tracker.lp.setdefault(step, Counter())
+
+        def counted(compile_model: Callable[..., Any]) -> Callable[..., Any]:
+            def compile_(*args: Any, **kwargs: Any) -> Any:
+                began = time.perf_counter()
+                try:
+                    return compile_model(*args, **kwargs)
+                finally:
+                    with tracker._lock:
+                        lp = lp_counter()
+                        lp["problems"] += 1
+                        lp["cvxpy_compile_s"] += time.perf_counter() - began
+
+            return compile_
+
+        def run_compiled(compiled: solve_module.Compiled) -> Any:
             began = time.perf_counter()
             try:
-                return problem_solve(problem, *args, **kwargs)
+                return compiled_run(compiled)
             finally:
-                step = tracker.stack[0] if tracker.stack else "?"
-                lp = tracker.lp.setdefault(step, Counter())
-                lp["problems"] += 1
-                lp["problem_solve_s"] += time.perf_counter() - began
-                lp["cvxpy_compile_s"] += problem.compilation_time or 0.0
-                lp["solver_interface_s"] += problem._solve_time or 0.0
-                progress(
-                    "",
-                    lp=step,
-                    inner=tracker.stack[-1] if tracker.stack else "?",
-                    s=round(time.perf_counter() - began, 3),
-                    compile_s=round(problem.compilation_time or 0.0, 3),
-                    at=round(time.perf_counter() - tracker.start, 3),
-                )
+                with tracker._lock:
+                    lp_counter()["problem_solve_s"] += time.perf_counter() - began
 
         def run(highs: highspy.Highs) -> Any:
             began = time.perf_counter()
@@ -160,9 +176,10 @@ class Tracker:
                 return highs_run(highs)
             finally:
                 step = tracker.stack[0] if tracker.stack else "?"
-                lp = tracker.lp.setdefault(step, Counter())
-                lp["highs_run_s"] += time.perf_counter() - began
-                lp["highs_runs"] += 1
+                with tracker._lock:
+                    lp = lp_counter()
+                    lp["highs_run_s"] += time.perf_counter() - began
+                    lp["highs_runs"] += 1
                 if lp["highs_runs"] % 50 == 0:
                     progress(
                         "",
@@ -171,12 +188,14 @@ class Tracker:
                         run_s=round(lp["highs_run_s"], 2),
                         at=round(time.perf_counter() - tracker.start, 3),
                     )
-                biggest = tracker.lp_max.setdefault(step, {"rows": 0, "cols": 0, "nonzeros": 0})
+                biggest = tracker.lp_max.setdefault(step, {"rows": 0, "cols": 0, "nonzeros": 0})  # one writer a step
                 biggest["rows"] = max(biggest["rows"], highs.getNumRow())
                 biggest["cols"] = max(biggest["cols"], highs.getNumCol())
                 biggest["nonzeros"] = max(biggest["nonzeros"], highs.getNumNz())
 
-        self._patch(cp.Problem, "solve", solve)
+        self._patch(engine, "compile_model", counted(vars(engine)["compile_model"]))
+        self._patch(solve_module, "compile_model", counted(solve_module.compile_model))
+        self._patch(solve_module.Compiled, "run", run_compiled)
         self._patch(highspy.Highs, "run", run)
 
     def uninstall(self) -> None:

@@ -29,6 +29,7 @@ import hashlib
 import itertools
 import json
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 from json.encoder import encode_basestring_ascii
@@ -64,8 +65,9 @@ from market.clearing.model import (
     Y,
     build_model,
 )
+from market.clearing.overlap import ahead
 from market.clearing.pricing import PRICE_TOL, optimal_dual, reduced_costs, row_prices
-from market.clearing.solve import DEFAULT_SOLVER, Solution, SolverError, solve, solve_highs
+from market.clearing.solve import DEFAULT_SOLVER, Compiled, Solution, SolverError, compile_model, solve, solve_highs
 
 KW = Decimal("0.001")
 RESULT_TOL = 5e-4
@@ -109,21 +111,26 @@ def book_hash(book: OrderBook) -> str:
 
 def clear(book: OrderBook, solver: str = DEFAULT_SOLVER) -> ClearingResult:
     """Clear ``book``. Same book (in any order), same result."""
-    columns = _Columns.of(book)
-    components = isp_components(len(book.isps), columns.offers)
-    tally = _Tally.empty(book.pricing_rule, columns)
-    welfare = 0.0
-    degenerate_components = 0
-    for component, model, optimum, lb, ub in solved_components(book, columns, components, solver):
-        # The solver's optimum gives one exact optimal dual; the tie-break finds the published
-        # solution on the face it describes; prices come from that solution, a vertex to the last
-        # digit (an interior-point optimum can sit a watt off a bound it belongs on, which would make
-        # an offer look marginal).
-        solution = _tie_break(model, optimal_dual(model, optimum, lb, ub), optimum, lb, ub, component)
-        priced = row_prices(model, solution, lb, ub)
-        degenerate_components += priced.degenerate
-        welfare += solution.objective
-        tally.collect(component, model, solution, priced.prices)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="clearing-hash") as pool:
+        # The book's hash is pure Python: it runs while HiGHS, which releases the GIL, solves.
+        input_hash = pool.submit(book_hash, book)
+        columns = _Columns.of(book)
+        components = isp_components(len(book.isps), columns.offers)
+        tally = _Tally.empty(book.pricing_rule, columns)
+        welfare = 0.0
+        degenerate_components = 0
+        # Components are built, compiled and solved in threads ahead of this loop (solved_components).
+        for component, model, optimum, lb, ub in ahead(solved_components(book, columns, components, solver)):
+            # The solver's optimum gives one exact optimal dual; the tie-break finds the published
+            # solution on the face it describes; prices come from that solution, a vertex to the
+            # last digit (an interior-point optimum can sit a watt off a bound it belongs on, which
+            # would make an offer look marginal).
+            solution = _tie_break(model, optimal_dual(model, optimum, lb, ub), optimum, lb, ub, component)
+            priced = row_prices(model, solution, lb, ub)
+            degenerate_components += priced.degenerate
+            welfare += solution.objective
+            tally.collect(component, model, solution, priced.prices)
+        book_digest = input_hash.result()
 
     awards, rejections = _awards(columns, tally)
     request_awards = _request_awards(columns, tally)
@@ -134,7 +141,7 @@ def clear(book: OrderBook, solver: str = DEFAULT_SOLVER) -> ClearingResult:
         points=tuple(sorted(tally.points, key=lambda p: (p.isp, p.congestion_point, -p.direction))),
         request_awards=request_awards,
         welfare=money_welfare,
-        input_hash=book_hash(book),
+        input_hash=book_digest,
         result_hash="",
         components=len(components),
         solver=solver,
@@ -336,18 +343,36 @@ def solved_components(
 ) -> Iterator[tuple[FlatBook, LinearModel, Solution, FloatArray, FloatArray]]:
     """Each component with a request, its model, and the solver's optimum with the bounds it was
     solved under (binaries fixed where the MILP decided them). A component with no request has
-    nothing to relieve: every offer there is rejected with ``no_request``."""
-    component_of = np.empty(len(book.isps), dtype=np.int64)
+    nothing to relieve: every offer there is rejected with ``no_request``.
+
+    Two threads work ahead of the caller (:mod:`market.clearing.overlap`): one builds and compiles
+    the models, one runs the solver on them, each in the components' order, so the Python work of
+    building the next model and of the caller's use of the last optimum runs while HiGHS solves.
+    """
+    for component, model, compiled in ahead(_compiled_components(columns, components, book.isp_hours, solver)):
+        if compiled is None:
+            solution, lb, ub = _solve_component(model, solver)
+        else:
+            solution, lb, ub = compiled.run(), model.lb.copy(), model.ub.copy()
+        yield component, model, solution, lb, ub
+
+
+def _compiled_components(
+    columns: _Columns, components: list[list[int]], isp_hours: float, solver: str
+) -> Iterator[tuple[FlatBook, LinearModel, Compiled | None]]:
+    """Each component with a request and its model, with the LP compiled for ``solver`` (None for
+    a model with binaries: its LP's bounds are known only once the MILP has fixed them)."""
+    component_of = np.empty(sum(len(isps) for isps in components), dtype=np.int64)
     for c, isps in enumerate(components):
         component_of[isps] = c
-    for component in columns.components(components, component_of, book.isp_hours):
+    for component in columns.components(components, component_of, isp_hours):
         if component.n_requests:
             model = build_model(component)
-            solution, lb, ub = _solve_component(model, solver)
-            yield component, model, solution, lb, ub
+            yield component, model, None if model.integer.any() else compile_model(model, solver)
 
 
 def _solve_component(model: LinearModel, solver: str) -> tuple[Solution, np.ndarray, np.ndarray]:
+    """A model with binaries: the MILP (HiGHS) decides them, then the LP is solved with them fixed."""
     lb, ub = model.lb.copy(), model.ub.copy()
     if model.integer.any():
         mip = solve(model, DEFAULT_SOLVER, integer=True)

@@ -8,6 +8,7 @@ import cvxpy as cp
 import highspy
 import numpy as np
 import scipy.sparse as sp
+from cvxpy.reductions.solvers.solving_chain import SolvingChain
 
 from market.clearing.model import FloatArray, LinearModel
 
@@ -53,18 +54,51 @@ class Solution:
     objective: float
 
 
-def solve(
+@dataclass
+class Compiled:
+    """A model compiled by cvxpy for its solver, not yet solved: compiling is Python work, running
+    is the solver's (HiGHS releases the GIL), so the two can run in different threads."""
+
+    problem: cp.Problem
+    v: cp.Variable
+    relief: cp.Constraint | None
+    integer: bool
+    solver: str
+    options: dict[str, object]
+    data: dict[str, object]
+    chain: SolvingChain
+    inverse_data: object
+    rows: int
+
+    def run(self) -> Solution:
+        """Solve; duals of ``G v ≤ h`` for an LP (zeros for a MILP)."""
+        chain = self.chain
+        try:
+            raw = chain.solve_via_data(self.problem, self.data, False, False, self.options)
+        except cp.error.SolverError as exc:
+            raise SolverError(f"{self.solver} failed: {exc}") from exc
+        self.problem.unpack_results(raw, chain, self.inverse_data)
+        if self.problem.status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE) or self.v.value is None:
+            raise SolverError(f"{self.solver} ended with status {self.problem.status}")
+        duals = np.zeros(self.rows)
+        if self.relief is not None and not self.integer and self.relief.dual_value is not None:
+            duals = np.maximum(np.asarray(self.relief.dual_value, dtype=np.float64).reshape(-1), 0.0)
+        value = np.asarray(self.v.value, dtype=np.float64).reshape(-1)
+        return Solution(v=value, duals=duals, objective=float(self.problem.value))
+
+
+def compile_model(
     model: LinearModel,
     solver: str = DEFAULT_SOLVER,
     *,
     integer: bool = False,
     lb: FloatArray | None = None,
     ub: FloatArray | None = None,
-) -> Solution:
-    """``max c·v`` over the model's constraints, formulated in cvxpy.
+) -> Compiled:
+    """``max c·v`` over the model's constraints, formulated in cvxpy and compiled for ``solver``.
 
     ``integer`` keeps the binaries integral (MILP, HiGHS only); otherwise the LP relaxation of the
-    given bounds is solved and duals of ``G v ≤ h`` are returned.
+    given bounds is compiled, and :meth:`Compiled.run` returns duals of ``G v ≤ h``.
     """
     lower = model.lb if lb is None else lb
     upper = model.ub if ub is None else ub
@@ -88,15 +122,22 @@ def solve(
     if solver == "CLARABEL":
         options.update(CLARABEL_OPTIONS)
     try:
-        problem.solve(solver=solver, verbose=False, **options)
+        data, chain, inverse_data = problem.get_problem_data(solver, solver_opts=options)
     except cp.error.SolverError as exc:
         raise SolverError(f"{solver} failed: {exc}") from exc
-    if problem.status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE) or v.value is None:
-        raise SolverError(f"{solver} ended with status {problem.status}")
-    duals = np.zeros(model.G.shape[0])
-    if relief is not None and not integer and relief.dual_value is not None:
-        duals = np.maximum(np.asarray(relief.dual_value, dtype=np.float64).reshape(-1), 0.0)
-    return Solution(v=np.asarray(v.value, dtype=np.float64).reshape(-1), duals=duals, objective=float(problem.value))
+    return Compiled(problem, v, relief, integer, solver, options, data, chain, inverse_data, model.G.shape[0])
+
+
+def solve(
+    model: LinearModel,
+    solver: str = DEFAULT_SOLVER,
+    *,
+    integer: bool = False,
+    lb: FloatArray | None = None,
+    ub: FloatArray | None = None,
+) -> Solution:
+    """:func:`compile_model`, then :meth:`Compiled.run`: what ``cvxpy.Problem.solve`` does, in two steps."""
+    return compile_model(model, solver, integer=integer, lb=lb, ub=ub).run()
 
 
 def highs_lp(
