@@ -60,11 +60,10 @@ def test_an_error_is_raised_where_it_happened() -> None:
         yield 1
         raise ValueError("component 2 is infeasible")
 
-    seen: list[int] = []
+    stream = ahead(items())
+    assert [next(stream), next(stream)] == [0, 1]
     with pytest.raises(ValueError, match="component 2 is infeasible"):
-        for item in ahead(items()):
-            seen.append(item)
-    assert seen == [0, 1]
+        next(stream)
 
 
 def test_stopping_early_stops_the_producer() -> None:
@@ -78,10 +77,13 @@ def test_stopping_early_stops_the_producer() -> None:
 
 
 def test_an_error_in_the_consumer_stops_the_producer() -> None:
-    with pytest.raises(RuntimeError, match="consumer failed"):
+    def consume() -> None:
         for item in ahead(itertools.count(), name="test-ahead-2"):
             if item == 5:
                 raise RuntimeError("consumer failed")
+
+    with pytest.raises(RuntimeError, match="consumer failed"):
+        consume()
     assert not any(t.name == "test-ahead-2" for t in threading.enumerate())
 
 
