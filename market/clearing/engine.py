@@ -29,7 +29,7 @@ import hashlib
 import itertools
 import json
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 from json.encoder import encode_basestring_ascii
@@ -111,16 +111,20 @@ def book_hash(book: OrderBook) -> str:
 
 def clear(book: OrderBook, solver: str = DEFAULT_SOLVER) -> ClearingResult:
     """Clear ``book``. Same book (in any order), same result."""
+    columns = _Columns.of(book)
+    components = isp_components(len(book.isps), columns.offers)
+    tally = _Tally.empty(book.pricing_rule, columns)
+    welfare = 0.0
+    degenerate_components = 0
+    input_hash: Future[str] | None = None
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="clearing-hash") as pool:
-        # The book's hash is pure Python: it runs while HiGHS, which releases the GIL, solves.
-        input_hash = pool.submit(book_hash, book)
-        columns = _Columns.of(book)
-        components = isp_components(len(book.isps), columns.offers)
-        tally = _Tally.empty(book.pricing_rule, columns)
-        welfare = 0.0
-        degenerate_components = 0
         # Components are built, compiled and solved in threads ahead of this loop (solved_components).
         for component, model, optimum, lb, ub in ahead(solved_components(book, columns, components, solver)):
+            if input_hash is None:
+                # The book's hash is pure Python: it runs while HiGHS (which releases the GIL) solves the
+                # next components. Started once the first is solved, so it does not slow down the
+                # first model, which the solver waits for.
+                input_hash = pool.submit(book_hash, book)
             # The solver's optimum gives one exact optimal dual; the tie-break finds the published
             # solution on the face it describes; prices come from that solution, a vertex to the
             # last digit (an interior-point optimum can sit a watt off a bound it belongs on, which
@@ -130,7 +134,7 @@ def clear(book: OrderBook, solver: str = DEFAULT_SOLVER) -> ClearingResult:
             degenerate_components += priced.degenerate
             welfare += solution.objective
             tally.collect(component, model, solution, priced.prices)
-        book_digest = input_hash.result()
+        book_digest = (input_hash or pool.submit(book_hash, book)).result()
 
     awards, rejections = _awards(columns, tally)
     request_awards = _request_awards(columns, tally)
