@@ -50,16 +50,15 @@ def ahead(items: Iterator[T], depth: int = 1, name: str = "clearing-ahead") -> I
             for item in items:
                 if not put(item):
                     return
+            put(_End())  # before the clean-up below, so the consumer is never left waiting
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it
             put(_End(exc))
-            return
         finally:
             # A generator stopped early runs its own clean-up now, in this thread (a nested ``ahead``
             # stops its producer in turn).
             close = getattr(items, "close", None)
             if close is not None:
                 close()
-        put(_End())
 
     thread = threading.Thread(target=produce, name=name, daemon=True)
     thread.start()

@@ -75,9 +75,10 @@ class Compiled:
         chain = self.chain
         try:
             raw = chain.solve_via_data(self.problem, self.data, False, False, self.options)
+            # unpack_results raises cvxpy's SolverError for a solver-error status.
+            self.problem.unpack_results(raw, chain, self.inverse_data)
         except cp.error.SolverError as exc:
             raise SolverError(f"{self.solver} failed: {exc}") from exc
-        self.problem.unpack_results(raw, chain, self.inverse_data)
         if self.problem.status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE) or self.v.value is None:
             raise SolverError(f"{self.solver} ended with status {self.problem.status}")
         duals = np.zeros(self.rows)

@@ -53,8 +53,9 @@ class CamelStruct(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Fals
         return msgspec.convert(obj, cls, from_attributes=True)
 
 
-_AT_PATH = re.compile(r"\s*-\s*at\s*`\$\.?([^`]*)`")
-_NAMED_FIELD = re.compile(r"(?:unknown|missing required) field `([^`]+)`")
+# Anchored at the message's end and start: the middle may echo the client's own text.
+_AT_PATH = re.compile(r"\s*-\s*at\s*`\$\.?([^`]*)`$")
+_NAMED_FIELD = re.compile(r"^Object (?:contains unknown|missing required) field `([^`]+)`")
 
 
 def error_field(message: str) -> tuple[str, str]:

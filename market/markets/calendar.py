@@ -99,6 +99,8 @@ class MarketClock:
         """
         if instant.tzinfo is None:
             return False
+        if instant.fold:  # never remembered: equal to its fold=0 twin in the same zone, though not the same instant
+            return in_range(instant) and self._offset_in_day(instant) % self.isp == timedelta(0)
         known = self._aligned.get(instant)
         if known is None:
             known = in_range(instant) and self._offset_in_day(instant) % self.isp == timedelta(0)
@@ -127,7 +129,7 @@ class MarketClock:
             return isp_start.astimezone(UTC) - timedelta(minutes=self.intraday_lead_minutes)
         if self.day_ahead_gate_time is None:
             raise ValueError("a day-ahead market needs day_ahead_gate_time")
-        if isp_start.tzinfo is None:
+        if isp_start.tzinfo is None or isp_start.fold:  # not remembered (see is_aligned)
             return self._day_ahead_gate(isp_start, self.day_ahead_gate_time)
         gate = self._gates.get(isp_start)
         if gate is None:

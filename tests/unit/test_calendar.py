@@ -316,3 +316,17 @@ def test_the_memo_forgets_at_its_limit(monkeypatch: pytest.MonkeyPatch) -> None:
         assert clock.gate_closure(instant) == datetime(2026, 5, 31, 10, 0, tzinfo=UTC)  # 12:00 CEST
         assert len(clock._aligned) <= 3
         assert len(clock._gates) <= 3
+
+
+def test_both_sides_of_a_half_hour_fall_back_keep_their_own_answer() -> None:
+    """Lord Howe Island falls back 30 minutes (02:00 +11:00 -> 01:30 +10:30): 01:30 happens twice,
+    1.5 h and 2 h after local midnight. With hourly ISPs only the second is on the grid. The two
+    compare equal in their zone, so neither may take the other's remembered answer."""
+    zone = ZoneInfo("Australia/Lord_Howe")
+    first = datetime(2026, 4, 5, 1, 30, tzinfo=zone, fold=0)
+    second = first.replace(fold=1)
+    assert (first.utcoffset(), second.utcoffset()) == (timedelta(hours=11), timedelta(hours=10, minutes=30))
+    for order in ((first, second), (second, first)):
+        c = clock(tz="Australia/Lord_Howe", isp_minutes=60)
+        answers = {instant.fold: c.is_aligned(instant) for instant in order}
+        assert answers == {0: False, 1: True}

@@ -6,13 +6,16 @@ from __future__ import annotations
 import math
 from decimal import Decimal
 
+import cvxpy as cp
 import numpy as np
+import pytest
 
 from market.clearing.book import DOWN, Storage
 from market.clearing.decompose import isp_components
 from market.clearing.engine import _Columns, _tie_break, clear, solved_components
 from market.clearing.model import X
 from market.clearing.pricing import optimal_dual
+from market.clearing.solve import SolverError
 from tests.unit.clearing.builders import book, offer, points, request
 
 
@@ -127,3 +130,17 @@ def test_tie_break_falls_back_to_welfare_held_when_the_face_is_empty():
     assert sorted(np.round(exact.v[model.col_kind == X], 6).tolist()) == [1.0, 5.0]
     early = model.col_order[model.col_kind == X][np.argmax(exact.v[model.col_kind == X])]
     assert component.offer(int(early)).id == "early"
+
+
+def test_a_solver_error_status_is_the_engines_error(monkeypatch):
+    """cvxpy reports a solver-error status (HiGHS kSolveError, Clarabel NumericalError) by raising its
+    own SolverError from unpack_results; clear() turns it into the engine's SolverError, naming the
+    solver. The status is injected: no small book makes HiGHS fail."""
+    b = book([offer("o", "F1", 5.0, 80.0)], [request("r1", "F1", 6.0, 150.0)])
+
+    def failing_unpack(self, solution, chain, inverse_data):
+        raise cp.error.SolverError("Solver 'HIGHS' failed. Try another solver.")
+
+    monkeypatch.setattr(cp.Problem, "unpack_results", failing_unpack)
+    with pytest.raises(SolverError, match="HIGHS failed: Solver 'HIGHS' failed"):
+        clear(b)
