@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 import psycopg
 from psycopg import sql
-from sqlalchemy import Select, insert, or_, select
+from sqlalchemy import ColumnElement, Select, insert, or_, select
 from sqlalchemy.orm import Session
 
 from market.auth.principal import Principal
@@ -342,27 +342,27 @@ class Resources:
     def __init__(
         self, session: Session, principal: Principal, site_ids: set[uuid.UUID], portfolio_ids: set[uuid.UUID]
     ) -> None:
-        self.sites: dict[uuid.UUID, uuid.UUID] = {}
-        self.portfolios: dict[uuid.UUID, uuid.UUID] = {}
         self.market_of_point: dict[uuid.UUID, uuid.UUID] = {}
-        if site_ids:
-            rows = session.execute(
-                select(Site.id, Site.congestion_point_id, CongestionPoint.market_id)
-                .join(CongestionPoint, CongestionPoint.id == Site.congestion_point_id)
-                .where(Site.id.in_(site_ids), Site.owner_id == principal.participant_id)
-            )
-            for site_id, point_id, market_id in rows:
-                self.sites[site_id] = point_id
-                self.market_of_point[point_id] = market_id
-        if portfolio_ids:
-            rows = session.execute(
-                select(Portfolio.id, Portfolio.congestion_point_id, CongestionPoint.market_id)
-                .join(CongestionPoint, CongestionPoint.id == Portfolio.congestion_point_id)
-                .where(Portfolio.id.in_(portfolio_ids), Portfolio.aggregator_id == principal.participant_id)
-            )
-            for portfolio_id, point_id, market_id in rows:
-                self.portfolios[portfolio_id] = point_id
-                self.market_of_point[point_id] = market_id
+        owner = principal.participant_id
+        self.sites = self._points(session, Site, Site.owner_id == owner, site_ids)
+        self.portfolios = self._points(session, Portfolio, Portfolio.aggregator_id == owner, portfolio_ids)
+
+    def _points(
+        self, session: Session, kind: type[Site] | type[Portfolio], owned: ColumnElement[bool], ids: set[uuid.UUID]
+    ) -> dict[uuid.UUID, uuid.UUID]:
+        """The congestion point of each of ``ids`` that ``owned`` holds for; their markets noted."""
+        points: dict[uuid.UUID, uuid.UUID] = {}
+        if not ids:
+            return points
+        rows = session.execute(
+            select(kind.id, kind.congestion_point_id, CongestionPoint.market_id)
+            .join(CongestionPoint, CongestionPoint.id == kind.congestion_point_id)
+            .where(kind.id.in_(ids), owned)
+        )
+        for resource_id, point_id, market_id in rows:
+            points[resource_id] = point_id
+            self.market_of_point[point_id] = market_id
+        return points
 
     @classmethod
     def of(cls, session: Session, principal: Principal, offers: Iterable[FlexOfferCreate | _ResourceRef]) -> Resources:
