@@ -43,7 +43,9 @@ class CamelStruct(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Fals
     """
 
     def __post_init__(self) -> None:
-        for name in _decimal_fields(type(self)):
+        cls = type(self)
+        names = _DECIMAL_FIELDS.get(cls)
+        for name in _decimal_fields(cls) if names is None else names:  # one dict look-up per Struct
             value = getattr(self, name)
             if isinstance(value, Decimal):
                 setattr(self, name, canonical(value))

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from operator import attrgetter
 
 from market.core.amounts import amount_errors
 from market.core.errors import FieldError
@@ -16,6 +17,8 @@ from market.markets.calendar import MarketClock
 from market.orders.schemas import MAX_ISPS_PER_ORDER, FlexOfferCreate, FlexRequestCreate, IspQuantity
 
 MAX_PRICE_MAGNITUDE = Decimal(1_000_000)
+_ZERO = Decimal(0)
+_START = attrgetter("start")
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,15 +79,16 @@ def profile_errors(field: str, isps: list[IspQuantity], bounds: Bounds) -> tuple
         errors += amount_errors(f"{field}[{i}].quantity_kw", item.quantity_kw, max_abs=max_kw, positive=True)
     if errors:
         return None, errors
-    ordered = sorted(isps, key=lambda x: x.start)
+    ordered = sorted(isps, key=_START)
+    isp = clock.isp
     first = ordered[0].start.astimezone(UTC)
-    span = int((ordered[-1].start - first) / clock.isp) + 1
+    span = (ordered[-1].start - first) // isp + 1
     if span > MAX_ISPS_PER_ORDER:
         return None, [FieldError(field, f"spans {span} ISPs; at most {MAX_ISPS_PER_ORDER}")]
-    quantities = [Decimal(0)] * span
+    quantities = [_ZERO] * span
     for item in ordered:
-        quantities[int((item.start - first) / clock.isp)] = item.quantity_kw
-    return Profile(start=first, end=first + span * clock.isp, quantities_kw=quantities), []
+        quantities[(item.start - first) // isp] = item.quantity_kw
+    return Profile(start=first, end=first + span * isp, quantities_kw=quantities), []
 
 
 def price_errors(field: str, price: Decimal, bounds: Bounds) -> list[FieldError]:
