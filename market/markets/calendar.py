@@ -6,10 +6,11 @@ time zone, so it has 96 ISPs of 15 minutes, or 92 / 100 on the days clocks chang
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
-from typing import Any
+from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 from market.core.errors import InvalidInput
@@ -45,15 +46,27 @@ def _local_day(timezone: str, instant: datetime) -> date:
     return instant.astimezone(ZoneInfo(timezone)).date()
 
 
+T = TypeVar("T")
+
 MEMO_LIMIT = 65_536
 """Instants a clock remembers per question before it forgets them all (a client can send any number
 of distinct instants; a batch of offers repeats the same few ISP starts thousands of times)."""
 
 
-def _remember(memo: dict[datetime, Any], instant: datetime, answer: object) -> None:
-    if len(memo) >= MEMO_LIMIT:
-        memo.clear()
-    memo[instant] = answer
+def _recalled(memo: dict[datetime, T], instant: datetime, compute: Callable[[datetime], T]) -> T:
+    """``compute(instant)``, remembered in ``memo`` for an aware instant with ``fold=0``.
+
+    A naive instant reads as the machine's local time, and one with ``fold=1`` compares equal to
+    its ``fold=0`` twin in the same zone though it is another instant: neither is remembered.
+    """
+    if instant.tzinfo is None or instant.fold:
+        return compute(instant)
+    known = memo.get(instant)
+    if known is None:
+        if len(memo) >= MEMO_LIMIT:
+            memo.clear()
+        known = memo[instant] = compute(instant)
+    return known
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,17 +112,13 @@ class MarketClock:
         """
         if instant.tzinfo is None:
             return False
-        if instant.fold:  # never remembered: equal to its fold=0 twin in the same zone, though not the same instant
-            return in_range(instant) and self._offset_in_day(instant) % self.isp == timedelta(0)
-        known = self._aligned.get(instant)
-        if known is None:
-            known = in_range(instant) and self._offset_in_day(instant) % self.isp == timedelta(0)
-            _remember(self._aligned, instant, known)
-        return known
+        return _recalled(self._aligned, instant, self._on_grid)
 
-    def _offset_in_day(self, instant: datetime) -> timedelta:
+    def _on_grid(self, instant: datetime) -> bool:
+        if not in_range(instant):
+            return False
         start, _ = self.day_bounds(self.delivery_day(instant))
-        return instant.astimezone(UTC) - start
+        return (instant.astimezone(UTC) - start) % self.isp == timedelta(0)
 
     def delivery_day(self, instant: datetime) -> date:
         """The local delivery day an instant falls in."""
@@ -127,16 +136,10 @@ class MarketClock:
             if self.intraday_lead_minutes is None:
                 raise ValueError("an intraday market needs intraday_lead_minutes")
             return isp_start.astimezone(UTC) - timedelta(minutes=self.intraday_lead_minutes)
+        return _recalled(self._gates, isp_start, self._day_ahead_gate)
+
+    def _day_ahead_gate(self, isp_start: datetime) -> datetime:
         if self.day_ahead_gate_time is None:
             raise ValueError("a day-ahead market needs day_ahead_gate_time")
-        if isp_start.tzinfo is None or isp_start.fold:  # not remembered (see is_aligned)
-            return self._day_ahead_gate(isp_start, self.day_ahead_gate_time)
-        gate = self._gates.get(isp_start)
-        if gate is None:
-            gate = self._day_ahead_gate(isp_start, self.day_ahead_gate_time)
-            _remember(self._gates, isp_start, gate)
-        return gate
-
-    def _day_ahead_gate(self, isp_start: datetime, gate_time: time) -> datetime:
         day_before = self.delivery_day(isp_start) - timedelta(days=1)
-        return datetime.combine(day_before, gate_time, tzinfo=self.zone).astimezone(UTC)
+        return datetime.combine(day_before, self.day_ahead_gate_time, tzinfo=self.zone).astimezone(UTC)
