@@ -11,9 +11,11 @@ Steps per independent component of ISPs (see :mod:`market.clearing.decompose`):
    objective: most procured kW first, then earlier submissions first (MARKET.md:
    break ties in quantity by time priority), then an offer's earlier ISPs first (a storage offer's
    energy could otherwise go to any of several ISPs). The rank weights are below 1 kW each so they
-   never outweigh a kW of procurement. The optimal face is exact: complementary slackness with an
-   optimal dual that the pricing computes from the bids (not the solver's duals, and not welfare
-   held within a tolerance, which the secondary objective would spend).
+   never outweigh a kW of procurement. Where optima remain that only swap ISPs between offers
+   (their rank weights cancel), a last LP over those optima gives earlier offers the earlier ISPs.
+   The optimal face is exact: complementary slackness with an optimal dual that the pricing
+   computes from the bids (not the solver's duals, and not welfare held within a tolerance, which
+   the secondary objective would spend).
 4. Prices: the relief rows' duals, made unique by the midpoint rule (:mod:`market.clearing.pricing`),
    read from the published solution of step 3.
 
@@ -67,12 +69,24 @@ from market.clearing.model import (
 )
 from market.clearing.overlap import ahead
 from market.clearing.pricing import PRICE_TOL, optimal_dual, reduced_costs, row_prices
-from market.clearing.solve import DEFAULT_SOLVER, Compiled, Solution, SolverError, compile_model, solve, solve_highs
+from market.clearing.solve import (
+    DEFAULT_SOLVER,
+    Compiled,
+    Solution,
+    SolverError,
+    compile_model,
+    solve,
+    solve_highs,
+    solve_highs_lexicographic,
+)
 
 KW = Decimal("0.001")
 RESULT_TOL = 5e-4
 """kW: results are published to the watt, so a solver's value within half a watt of a bound is that
 bound, and half a watt or less is nothing."""
+_GOLDEN = (5**0.5 - 1) / 2
+_SILVER = 2**0.5 - 1
+"""Irrational steps of the Weyl sequences that offset the tie-break's swap weights (:func:`_tie_break`)."""
 PRICE = Decimal("0.0001")
 MONEY = Decimal("0.01")
 
@@ -426,19 +440,38 @@ def _tie_break(
     # several ISPs at equal weight): a step in (0, 1) keeps each offer's weights apart from the next.
     isp = model.col_isp[flex]
     step = np.where(isp >= 0, (isp + 1) / (component.n_isps + 1), 1.0)
-    weight = 0.5 * (order + step) / (n_offers + 1)
+    kw_per_unit = np.ones(len(order))
     if np.any(model.col_kind == A):
         # An activation column carries a whole profile; weigh it per kW like divisible columns.
-        kw_per_unit = np.asarray(abs(model.block_profile).sum(axis=0)).reshape(-1)[flex]
-        weight = weight * np.where(model.col_kind[flex] == A, np.maximum(kw_per_unit, 1.0), 1.0)
-    secondary[flex] = -weight
+        profile_kw = np.asarray(abs(model.block_profile).sum(axis=0)).reshape(-1)[flex]
+        kw_per_unit = np.where(model.col_kind[flex] == A, np.maximum(profile_kw, 1.0), 1.0)
+    secondary[flex] = -0.5 * (order + step) / (n_offers + 1) * kw_per_unit
     # The smallest step between two weights (one ISP within one offer) must stand well above the
     # LP's optimality tolerance (1e-7), or HiGHS stops at whichever of two near-equal vertices it
     # meets first: scale the whole objective so that step is 0.01. Nothing else is traded against
     # it: the face below is exact.
     secondary *= 0.01 / (0.5 / ((component.n_isps + 1) * (n_offers + 1)))
+    objectives = [secondary]
+    if component.n_isps > 1:
+        # The weights above add a rank part and an ISP part, so they cannot choose between two
+        # solutions that only swap ISPs between offers (offer 1 more in ISP a and less in b, offer 2
+        # the reverse): every such exchange sums to zero. A storage day is full of them. Among those
+        # optima, earlier offers take earlier ISPs: weights that multiply a falling rank part by a
+        # falling ISP part, so a two-offer swap is worth (Δ rank part)·(Δ ISP part) ≠ 0. Evenly
+        # spaced parts would still cancel on longer exchanges (the sum of ± rank·ISP over a cycle
+        # is often 0), so each part is offset by under half a step by an irrational (Weyl)
+        # sequence: the parts stay in order and no exchange of whole kW sums to exactly zero.
+        rank_part = (n_offers - order + 0.5 * np.mod(order * _GOLDEN, 1.0)) / (n_offers + 1)
+        n_isps = component.n_isps
+        isp_offset = 0.5 * np.mod(isp * _SILVER, 1.0)
+        isp_part = np.where(isp >= 0, (n_isps - isp + isp_offset) / (n_isps + 1), 0.25 / (n_isps + 1))
+        swap = np.zeros(model.n)
+        swap[flex] = rank_part * isp_part * kw_per_unit
+        # The closest two parts are half a step apart: scale the smallest swap to 0.01.
+        swap *= 0.01 / ((0.5 / (n_offers + 1)) * (0.5 / (n_isps + 1)))
+        objectives.append(swap)
     try:
-        return _on_face(model, dual, secondary, lb, ub)
+        return _on_face(model, dual, objectives, lb, ub)
     except SolverError:
         # The face read from the solver's optimum is empty: that optimum was too inexact (seen
         # with an interior-point solver on requests of tens of thousands of kW, where its relative
@@ -446,9 +479,12 @@ def _tie_break(
         return _near_welfare(model, optimum, secondary, lb, ub)
 
 
-def _on_face(model: LinearModel, dual: FloatArray, secondary: FloatArray, lb: FloatArray, ub: FloatArray) -> Solution:
-    """``max secondary·v`` over the optimal face: columns with a non-zero reduced cost fixed at
-    their bound, rows with a positive dual held binding."""
+def _on_face(
+    model: LinearModel, dual: FloatArray, objectives: list[FloatArray], lb: FloatArray, ub: FloatArray
+) -> Solution:
+    """``max objectives[0]·v`` over the optimal face (columns with a non-zero reduced cost fixed at
+    their bound, rows with a positive dual held binding), then the next objectives over the optima
+    of the ones before (:func:`market.clearing.solve.solve_highs_lexicographic`)."""
     rc = reduced_costs(model, dual)
     decided = np.abs(rc) > PRICE_TOL * (1 + np.abs(model.c))
     lb, ub = lb.copy(), ub.copy()
@@ -463,8 +499,14 @@ def _on_face(model: LinearModel, dual: FloatArray, secondary: FloatArray, lb: Fl
         g = model.G[:, free].tocsr()
         rows = np.diff(g.indptr) > 0
         h = model.h[rows] - fixed_part[rows]
-        v[free] = solve_highs(
-            g[rows], secondary[free], np.where(binding[rows], h, -np.inf), h, lb[free], ub[free], "tie-break LP"
+        v[free] = solve_highs_lexicographic(
+            g[rows],
+            [objective[free] for objective in objectives],
+            np.where(binding[rows], h, -np.inf),
+            h,
+            lb[free],
+            ub[free],
+            "tie-break LP",
         )
     # Rows with no free column never reached the solver (with every column fixed, none did): the
     # face is empty if the fixed columns break one, or leave slack where the dual says binding.

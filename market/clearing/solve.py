@@ -183,15 +183,72 @@ def solve_highs(
     """``max objective·v`` over ``row_lower ≤ g v ≤ row_upper`` and ``lb ≤ v ≤ ub``, by HiGHS
     directly: for the engine's own follow-up LPs, whose optimum is unique whatever solver cleared
     the auction (cvxpy would spend more compiling them than HiGHS solving them)."""
+    return solve_highs_lexicographic(g, [objective], row_lower, row_upper, lb, ub, what)
+
+
+REDUCED_COST_TOL = 1e-6
+"""Absolute part of the tolerance under which a reduced cost or row dual counts as zero (HiGHS
+stops at 1e-7 dual infeasibility; the relative part, 1e-9 of the cost, covers its rounding)."""
+
+
+def solve_highs_lexicographic(
+    g: sp.csr_matrix,
+    objectives: list[FloatArray],
+    row_lower: FloatArray,
+    row_upper: FloatArray,
+    lb: FloatArray,
+    ub: FloatArray,
+    what: str,
+) -> FloatArray:
+    """``max objectives[0]·v`` over ``row_lower ≤ g v ≤ row_upper`` and ``lb ≤ v ≤ ub``; among
+    its optima, ``max objectives[1]·v``; and so on.
+
+    Each next LP runs over the previous one's optimal face, read exactly from its optimal basis:
+    columns with a non-zero reduced cost stay at their bound, rows with a non-zero dual stay at
+    theirs. It starts from that basis, which is feasible there. When no non-basic column or row
+    has a zero reduced cost or dual, the optimum is unique and the later objectives are not needed.
+    """
     a = g.tocsc()
     inf = highspy.kHighsInf
-    lp = highs_lp(a, -objective, lb, ub, np.where(np.isfinite(row_lower), row_lower, -inf), row_upper)
-    highs = quiet_highs()
-    for name, value in highs_options(a.shape[0], a.shape[1]).items():
-        highs.setOptionValue(name, value)
-    highs.passModel(lp)
-    highs.run()
-    status = highs.getModelStatus()
-    if status != highspy.HighsModelStatus.kOptimal:
-        raise SolverError(f"{what}: HiGHS ended with {highs.modelStatusToString(status)}")
-    return np.asarray(highs.getSolution().col_value, dtype=np.float64)
+    lb, ub = lb.copy(), ub.copy()
+    row_lower = np.where(np.isfinite(row_lower), row_lower, -inf)
+    row_upper = row_upper.copy()
+    basis: highspy.HighsBasis | None = None
+    for k, objective in enumerate(objectives):
+        highs = quiet_highs()
+        for name, value in highs_options(a.shape[0], a.shape[1]).items():
+            highs.setOptionValue(name, value)
+        highs.passModel(highs_lp(a, -objective, lb, ub, row_lower, row_upper))
+        if basis is not None:
+            highs.setBasis(basis)
+        highs.run()
+        status = highs.getModelStatus()
+        if status != highspy.HighsModelStatus.kOptimal:
+            raise SolverError(f"{what}: HiGHS ended with {highs.modelStatusToString(status)}")
+        solution = highs.getSolution()
+        v = np.asarray(solution.col_value, dtype=np.float64)
+        if k == len(objectives) - 1:
+            return v
+        basis = highs.getBasis()
+        basic = highspy.HighsBasisStatus.kBasic
+        column_open = np.fromiter((s != basic for s in basis.col_status), dtype=bool, count=a.shape[1])
+        row_open = np.fromiter((s != basic for s in basis.row_status), dtype=bool, count=a.shape[0])
+        rc = np.asarray(solution.col_dual, dtype=np.float64)
+        dual = np.asarray(solution.row_dual, dtype=np.float64)
+        column_decided = np.abs(rc) > REDUCED_COST_TOL + 1e-9 * np.abs(objective)
+        row_decided = np.abs(dual) > REDUCED_COST_TOL
+        tied = (column_open & ~column_decided & (ub > lb)).any() or (
+            row_open & ~row_decided & (row_upper > row_lower)
+        ).any()
+        if not tied:
+            return v
+        at_upper = np.abs(v - ub) < np.abs(v - lb)
+        held = np.where(at_upper, ub, lb)[column_decided]
+        lb[column_decided] = held
+        ub[column_decided] = held
+        activity = a @ v
+        row_at_upper = np.abs(activity - row_upper) < np.abs(activity - row_lower)
+        row_held = np.where(row_at_upper, row_upper, row_lower)[row_decided]
+        row_lower[row_decided] = row_held
+        row_upper[row_decided] = row_held
+    raise ValueError("solve_highs_lexicographic needs at least one objective")

@@ -549,6 +549,37 @@ def test_storage_all_energy_in_the_more_valuable_isp():
     assert awards(result) == {"s": (kw(0, 4), price("0", "110"))}
 
 
+def test_storage_swap_ties_go_to_the_earlier_offer_in_the_earlier_isp():
+    # Two batteries, each 1 kWh (4 kW·ISP at 0.25 h), @30; requests 2@100 (ISP 0), 6@100 (ISP 1),
+    # 4@100 (ISP 2), 6@100 (ISP 3). The 8 kW·ISP of energy serve the earliest requests (time
+    # priority): r0 (2) and r1 (6). Any split of ISP 0 and 1 between the batteries is optimal and
+    # equal under the rank weights (a swap: a +δ in ISP 0, −δ in ISP 1; b the reverse). The swap
+    # stage gives the earlier offer the earlier ISP: a = (2, 2), b = (0, 4) (b's 4 kW cap in ISP 1).
+    # The unmet requests value energy at 100 in every ISP: λ = 100 (μ = 4·(100 − 30) = 280).
+    # welfare = 100·8 − 30·8 = 560 → 560·0.25/1000 = 0.14
+    result = clear(
+        book(
+            [
+                offer("b", "F1", (6.0, 4.0, 4.0, 2.0), 30, submitted=2, storage=Storage(2.0, 1.0, 1.0)),
+                offer("a", "F1", (4.0, 4.0, 2.0, 2.0), 30, submitted=1, storage=Storage(2.0, 1.0, 1.0)),
+            ],
+            [
+                request("r0", "F1", 2, 100),
+                request("r1", "F1", 6, 100, isp=1),
+                request("r2", "F1", 4, 100, isp=2),
+                request("r3", "F1", 6, 100, isp=3),
+            ],
+            n_isps=4,
+        )
+    )
+    assert awards(result) == {
+        "a": (kw(2, 2, 0, 0), price("100", "100", "0", "0")),
+        "b": (kw(0, 4, 0, 0), price("0", "100", "0", "0")),
+    }
+    assert procured(result) == {"r0": kw(2), "r1": kw(6)}
+    assert result.welfare == D("0.14")
+
+
 # -- tranches ---------------------------------------------------------------------------------------
 
 
