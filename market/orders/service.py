@@ -505,6 +505,8 @@ def create_offers(
 OFFER_COLUMNS = [c.name for c in FlexOffer.__table__.columns]
 _OFFER_COLUMN_SET = frozenset(OFFER_COLUMNS)
 BATCH_CHUNK_ROWS = 1_000
+BATCH_FIRST_CHUNK_ROWS = 200
+"""The first chunk is smaller: PostgreSQL, the slower of the two, starts storing sooner."""
 _ROWS_JSON = msgspec.json.Encoder()
 _INSERT_OFFERS = sql.SQL(
     "INSERT INTO flex_offer ({columns}) SELECT {columns} FROM json_populate_recordset(NULL::flex_offer, %(rows)s::json)"
@@ -514,7 +516,8 @@ _INSERT_OFFERS = sql.SQL(
 def bulk_insert_offers(session: Session, rows: Iterable[dict[str, Any]], principal: Principal) -> None:
     """Insert offers, and an ``offer.create`` event for each, in the session's transaction.
 
-    On PostgreSQL the rows go as JSON arrays of ``BATCH_CHUNK_ROWS`` (msgspec encodes a chunk in C,
+    On PostgreSQL the rows go as JSON arrays of ``BATCH_CHUNK_ROWS`` (the first of
+    ``BATCH_FIRST_CHUNK_ROWS``: the server waits less for its first work; msgspec encodes a chunk in C,
     about 2 µs a row; rendering COPY text in Python cost ten times that), each read by the server
     once for the offers (``json_populate_recordset``: every column by name, converted by its type's
     input function) and once for their events. The statements go through a pipeline: the server
@@ -535,11 +538,12 @@ def bulk_insert_offers(session: Session, rows: Iterable[dict[str, Any]], princip
     events_sql, events_params = audit.events_of_json_rows("offer.create", "flex_offer", principal=principal)
     with raw.pipeline(), raw.cursor() as cursor:
         chunk: list[dict[str, Any]] = []
+        size = BATCH_FIRST_CHUNK_ROWS
         for row in rows:
             chunk.append(row)
-            if len(chunk) == BATCH_CHUNK_ROWS:
+            if len(chunk) == size:
                 _send_chunk(cursor, chunk, events_sql, events_params)
-                chunk = []
+                chunk, size = [], BATCH_CHUNK_ROWS
         if chunk:
             _send_chunk(cursor, chunk, events_sql, events_params)
 
