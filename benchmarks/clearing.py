@@ -801,6 +801,14 @@ SUGGESTIONS: list[str] = [
     "floor itself is above the target, no wrapper reaches it; the problem has to shrink first, e.g. clear "
     "the radial, one-direction, unlinked ISPs by merit order per congestion point (a sort per ISP) and keep "
     "the LP for linked components.",
+    "6. **Follow-up LPs the floor does not count (night session of 2026-12-07).** The floor solves the main "
+    "LP only. The rules need up to two more: the tie-break LP over the optimal face and, where optima remain "
+    "that only swap ISPs between offers, a second tie-break over those optima (`engine._tie_break`, "
+    "`solve.solve_highs_lexicographic`). On the storage day every column of the first tie-break keeps a zero "
+    "reduced cost, so the second one runs; without it, 343 of 382 awards of a 600-offer storage day changed "
+    "when HiGHS ran the primal instead of the dual simplex. There they take about 1.1 s and 0.9 s of HiGHS, "
+    "so the storage day cannot reach 1.3x a floor of its main LP alone. Components of one ISP have no swaps "
+    "and skip the second LP.",
     "",
 ]
 """Static advice shown under every size's figures (the figures themselves come from the run)."""

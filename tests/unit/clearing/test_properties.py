@@ -17,13 +17,14 @@ from __future__ import annotations
 import hashlib
 import json
 from decimal import Decimal
+from unittest import mock
 
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from market.clearing.book import DOWN, UP, ClearingResult, Offer, OrderBook, PricingRule, Request, Storage
 from market.clearing.engine import clear
-from tests.unit.clearing.builders import ISPS, RADIAL, RADIAL3, at
+from tests.unit.clearing.builders import ISPS, RADIAL, RADIAL3, at, summary
 
 TOL = Decimal("0.0001")
 HALF_WATT = Decimal("0.0005")
@@ -275,6 +276,42 @@ def test_properties_divisible_tranches_and_blocks(book):
 @given(random_books(all_or_nothing=True).filter(lambda b: any(o.min_fraction > 0 for o in b.offers)))
 def test_properties_with_all_or_nothing_offers(book):
     check_all(book)
+
+
+@st.composite
+def scarce_storage_books(draw: st.DrawFn) -> OrderBook:
+    """Storage offers at one feeder whose energy falls short of requests in every ISP: all of it
+    is sold, and many optima differ only in which offer serves which ISP."""
+    n_isps = draw(st.integers(min_value=2, max_value=4))
+    offers = [
+        Offer(
+            id=f"o{k}",
+            congestion_point="F1",
+            direction=UP,
+            first_isp=0,
+            quantities_kw=tuple(draw(st.sampled_from([2.0, 4.0, 6.0])) for _ in range(n_isps)),
+            tranches=((1.0, draw(st.sampled_from([30.0, 40.0]))),),
+            submitted_at=at(k),
+            storage=Storage(draw(st.sampled_from([1.0, 2.0])), 1.0, 1.0),
+        )
+        for k in range(draw(st.integers(min_value=2, max_value=3)))
+    ]
+    requests = [
+        Request(f"r{i}", "F1", UP, i, (draw(st.sampled_from([2.0, 4.0, 6.0])),), 100.0, at(0)) for i in range(n_isps)
+    ]
+    return OrderBook(ISPS[:n_isps], 0.25, tuple(offers), tuple(requests), dict(RADIAL))
+
+
+@settings(PROPERTY_SETTINGS, max_examples=20)
+@given(st.one_of(random_books(all_or_nothing=False), scarce_storage_books()))
+def test_awards_do_not_depend_on_the_highs_algorithm(book):
+    """Where several solutions are optimal, the tie-break's rules choose, not the solver's path:
+    every LP solved by the primal instead of the dual simplex (another vertex where there are
+    several) gives the same awards, prices and rejections."""
+    reference = summary(clear(book))
+    primal = {"presolve": "off", "simplex_strategy": 4}
+    with mock.patch("market.clearing.solve.highs_options", return_value=primal):
+        assert summary(clear(book)) == reference
 
 
 def test_result_hash_with_quotes_and_non_ascii_ids():
