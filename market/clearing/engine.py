@@ -78,12 +78,16 @@ from market.clearing.solve import (
     solve,
     solve_highs,
     solve_highs_lexicographic,
+    solve_highs_mip,
 )
 
 KW = Decimal("0.001")
 RESULT_TOL = 5e-4
 """kW: results are published to the watt, so a solver's value within half a watt of a bound is that
 bound, and half a watt or less is nothing."""
+MILP_WELFARE_TOL = 1e-6
+"""Absolute part of how far below the MILP's best welfare the MILP tie-break may go (the relative
+part is 1e-9): rounding, never a trade of welfare for priority."""
 _GOLDEN = (5**0.5 - 1) / 2
 _SILVER = 2**0.5 - 1
 """Irrational steps of the Weyl sequences that offset the tie-break's swap weights (:func:`_tie_break`)."""
@@ -380,7 +384,7 @@ def solved_components(
     compiled_components = _compiled_components(columns, components, book.isp_hours, solver)
     for component, model, compiled in ahead(compiled_components) if overlap else compiled_components:
         if compiled is None:
-            solution, lb, ub = _solve_component(model, solver)
+            solution, lb, ub = _solve_component(model, component, solver)
         else:
             solution, lb, ub = compiled.run(), model.lb.copy(), model.ub.copy()
         yield component, model, solution, lb, ub
@@ -400,12 +404,23 @@ def _compiled_components(
             yield component, model, None if model.integer.any() else compile_model(model, solver)
 
 
-def _solve_component(model: LinearModel, solver: str) -> tuple[Solution, np.ndarray, np.ndarray]:
-    """A model with binaries: the MILP (HiGHS) decides them, then the LP is solved with them fixed."""
+def _solve_component(model: LinearModel, component: FlatBook, solver: str) -> tuple[Solution, np.ndarray, np.ndarray]:
+    """A model with binaries: the MILP (HiGHS) decides them, then the LP is solved with them fixed.
+
+    Several choices of binaries can reach the best welfare (two all-or-nothing offers of the same
+    size and price for one request). The LP's tie-break cannot choose among them once they are
+    fixed, so a second MILP does, among the choices within rounding of that welfare, by the
+    tie-break's weights (:func:`_priority`): most procured kW, then earlier submissions first.
+    """
     lb, ub = model.lb.copy(), model.ub.copy()
     if model.integer.any():
-        mip = solve(model, DEFAULT_SOLVER, integer=True)
-        fixed = np.round(mip.v[model.integer])
+        welfare = solve(model, DEFAULT_SOLVER, integer=True).objective
+        g = sp.vstack([model.G, sp.csr_matrix(-model.c.reshape(1, -1))], format="csr")
+        floor = welfare - (MILP_WELFARE_TOL + 1e-9 * abs(welfare))
+        v = solve_highs_mip(
+            g, _priority(model, component)[0], np.append(model.h, -floor), lb, ub, model.integer, "MILP tie-break"
+        )
+        fixed = np.round(v[model.integer])
         lb[model.integer] = fixed
         ub[model.integer] = fixed
     return solve(model, solver, lb=lb, ub=ub), lb, ub
@@ -418,8 +433,9 @@ def _tie_break(
     ISPs first (module docstring).
 
     Secondary objective ``Σ (1 + ε_r) y − Σ ε_o x`` where the weights ``ε`` fall with time priority,
-    lie in (0, 0.5), and are counted per kW; the weights make its optimum unique. It is optimised
-    over the optimal face, which complementary slackness with an optimal dual describes exactly:
+    lie in (0, 0.5), and are counted per kW; the optima that only swap ISPs between offers, which
+    these weights cannot tell apart, are then decided by the swap weights (:func:`_priority`). It
+    is optimised over the optimal face, which complementary slackness with an optimal dual describes exactly:
     every optimal solution has a column with a non-zero reduced cost at its bound, and a row with a
     positive dual binding. The dual is the pricing's (:func:`market.clearing.pricing.optimal_dual`),
     exact to rounding, not the solver's: an interior-point solver's duals carry its last digits of
@@ -427,6 +443,19 @@ def _tie_break(
     same face, so the result is the same whichever solver cleared the auction; HiGHS solves it
     directly (:func:`market.clearing.solve.solve_highs`).
     """
+    objectives = _priority(model, component)
+    try:
+        return _on_face(model, dual, objectives, lb, ub)
+    except SolverError:
+        # The face read from the solver's optimum is empty: that optimum was too inexact (seen
+        # with an interior-point solver on requests of tens of thousands of kW, where its relative
+        # accuracy leaves columns watts off their bounds). Hold welfare at that optimum instead.
+        return _near_welfare(model, optimum, objectives[0], lb, ub)
+
+
+def _priority(model: LinearModel, component: FlatBook) -> list[FloatArray]:
+    """The tie-break's objectives, in order: the time-priority weights, and, over several ISPs, the
+    swap weights (:func:`_tie_break`)."""
     secondary = np.zeros(model.n)
     is_y = model.col_kind == Y
     # A component's requests are in time priority: the local index is the rank.
@@ -470,13 +499,7 @@ def _tie_break(
         # The closest two parts are half a step apart: scale the smallest swap to 0.01.
         swap *= 0.01 / ((0.5 / (n_offers + 1)) * (0.5 / (n_isps + 1)))
         objectives.append(swap)
-    try:
-        return _on_face(model, dual, objectives, lb, ub)
-    except SolverError:
-        # The face read from the solver's optimum is empty: that optimum was too inexact (seen
-        # with an interior-point solver on requests of tens of thousands of kW, where its relative
-        # accuracy leaves columns watts off their bounds). Hold welfare at that optimum instead.
-        return _near_welfare(model, optimum, secondary, lb, ub)
+    return objectives
 
 
 def _on_face(

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import cvxpy as cp
 import highspy
 import numpy as np
+import numpy.typing as npt
 import scipy.sparse as sp
 from cvxpy.reductions.solvers.solving_chain import SolvingChain
 
@@ -36,6 +37,10 @@ def highs_options(rows: int, columns: int) -> dict[str, str]:
         options["solver"] = "ipm"
     return options
 
+
+MILP_OPTIONS = {"mip_rel_gap": 0.0}
+"""A MILP is solved to optimality, not to HiGHS's default 0.01 % gap: the tie-break among its
+optima (:func:`solve_highs_mip`) must start from the best welfare, not from a welfare near it."""
 
 CLARABEL_OPTIONS = {"tol_gap_abs": 1e-10, "tol_gap_rel": 1e-10, "tol_feas": 1e-10}
 """Tighter than Clarabel's defaults (1e-8): an interior-point optimum is read for its face (which
@@ -118,8 +123,8 @@ def compile_model(
         constraints.insert(0, relief)
     problem = cp.Problem(cp.Maximize(model.c @ v), constraints)
     options: dict[str, object] = {}
-    if solver == "HIGHS" and not integer:
-        options["highs_options"] = highs_options(model.G.shape[0], model.n)
+    if solver == "HIGHS":
+        options["highs_options"] = MILP_OPTIONS if integer else highs_options(model.G.shape[0], model.n)
     if solver == "CLARABEL":
         options.update(CLARABEL_OPTIONS)
     try:
@@ -252,3 +257,29 @@ def solve_highs_lexicographic(
         row_lower[row_decided] = row_held
         row_upper[row_decided] = row_held
     raise ValueError("solve_highs_lexicographic needs at least one objective")
+
+
+def solve_highs_mip(
+    g: sp.csr_matrix,
+    objective: FloatArray,
+    row_upper: FloatArray,
+    lb: FloatArray,
+    ub: FloatArray,
+    integer: npt.NDArray[np.bool_],
+    what: str,
+) -> FloatArray:
+    """``max objective·v`` over ``g v ≤ row_upper``, ``lb ≤ v ≤ ub`` and ``v[integer]`` integral, to
+    optimality (:data:`MILP_OPTIONS`), by HiGHS directly."""
+    a = g.tocsc()
+    inf = highspy.kHighsInf
+    lp = highs_lp(a, -objective, lb, ub, np.full(a.shape[0], -inf), row_upper)
+    lp.integrality_ = [highspy.HighsVarType.kInteger if flag else highspy.HighsVarType.kContinuous for flag in integer]
+    highs = quiet_highs()
+    for name, value in MILP_OPTIONS.items():
+        highs.setOptionValue(name, value)
+    highs.passModel(lp)
+    highs.run()
+    status = highs.getModelStatus()
+    if status != highspy.HighsModelStatus.kOptimal:
+        raise SolverError(f"{what}: HiGHS ended with {highs.modelStatusToString(status)}")
+    return np.asarray(highs.getSolution().col_value, dtype=np.float64)

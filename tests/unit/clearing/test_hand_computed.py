@@ -410,6 +410,26 @@ def test_all_or_nothing_too_expensive_loses(rule):
 
 
 @BOTH
+def test_all_or_nothing_tie_goes_to_the_earlier_offer(rule):
+    # Request 10@150; three all-or-nothing offers of 5 kW @80, submitted o2 first, then o1, then o0.
+    # Any two of them reach the best welfare, 150·10 − 80·10 = 700 → 0.175 → 0.18 (half even).
+    # Time priority: o2 and o1. Prices from the LP with the binaries fixed: x = 10 fixed and y = 10
+    # at the request's bound, so λ ∈ [0, 150] (150 − λ ≥ 0 for y, nothing for the fixed x):
+    # midpoint 75. o0's 80 is above it.
+    result = clear(
+        book(
+            [offer(f"o{i}", "F1", 5, 80, submitted=9 - i, min_fraction=1.0) for i in range(3)],
+            [request("r1", "F1", 10, 150)],
+            rule=rule,
+        )
+    )
+    assert awards(result) == {"o1": (kw(5), _paid(rule, "75", "80")), "o2": (kw(5), _paid(rule, "75", "80"))}
+    assert rejections(result) == {"o0": ABOVE}
+    assert points(result) == {("F1", 0, UP): point("10", "10", "0", "75")}
+    assert result.welfare == D("0.18")
+
+
+@BOTH
 def test_min_fraction_half_accepted_in_between(rule):
     # A 5 kW @10 with min fraction 0.5, B 3 kW @50, request 4@100: z_A = 1, x_A = 4 (within
     # [2.5, 5], interior) → λ = 10; B at 0 (−50 + 10 ≤ 0). welfare = 400 − 40 = 360 → 0.09

@@ -53,6 +53,10 @@ def _books() -> dict[str, OrderBook]:
             [request("rT", "T", 6, 100)],
             relief=RADIAL,
         ),
+        "all_or_nothing_tie": book(
+            [offer(f"o{i}", "F1", 5, 80, submitted=9 - i, min_fraction=1.0) for i in range(3)],
+            [request("r1", "F1", 10, 150)],
+        ),
         "several_isps": book(
             [
                 offer("o1", "F1", (5.0, 5.0, 5.0), 50, submitted=1),
