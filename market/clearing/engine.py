@@ -410,16 +410,17 @@ def _solve_component(model: LinearModel, component: FlatBook, solver: str) -> tu
     Several choices of binaries can reach the best welfare (two all-or-nothing offers of the same
     size and price for one request). The LP's tie-break cannot choose among them once they are
     fixed, so a second MILP does, among the choices within rounding of that welfare, by the
-    tie-break's weights (:func:`_priority`): most procured kW, then earlier submissions first.
+    tie-break's weights (:func:`_priority`): most procured kW, then earlier submissions first. The
+    weights are per kW and even in rank, so two choices can still weigh the same: one 10 kW offer
+    against two of 5 kW submitted just before and just after it. HiGHS picks between those.
     """
     lb, ub = model.lb.copy(), model.ub.copy()
     if model.integer.any():
-        welfare = solve(model, DEFAULT_SOLVER, integer=True).objective
+        best = solve(model, DEFAULT_SOLVER, integer=True)
         g = sp.vstack([model.G, sp.csr_matrix(-model.c.reshape(1, -1))], format="csr")
-        floor = welfare - (MILP_WELFARE_TOL + 1e-9 * abs(welfare))
-        v = solve_highs_mip(
-            g, _priority(model, component)[0], np.append(model.h, -floor), lb, ub, model.integer, "MILP tie-break"
-        )
+        floor = best.objective - (MILP_WELFARE_TOL + 1e-9 * abs(best.objective))
+        priority = _priority(model, component)[0]
+        v = solve_highs_mip(g, priority, np.append(model.h, -floor), lb, ub, model.integer, "MILP tie-break", best.v)
         fixed = np.round(v[model.integer])
         lb[model.integer] = fixed
         ub[model.integer] = fixed

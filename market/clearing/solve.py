@@ -267,9 +267,11 @@ def solve_highs_mip(
     ub: FloatArray,
     integer: npt.NDArray[np.bool_],
     what: str,
+    start: FloatArray | None = None,
 ) -> FloatArray:
     """``max objective·v`` over ``g v ≤ row_upper``, ``lb ≤ v ≤ ub`` and ``v[integer]`` integral, to
-    optimality (:data:`MILP_OPTIONS`), by HiGHS directly."""
+    optimality (:data:`MILP_OPTIONS`), by HiGHS directly, from the feasible solution ``start`` if
+    one is known (its first incumbent: branches that cannot beat it are cut at once)."""
     a = g.tocsc()
     inf = highspy.kHighsInf
     lp = highs_lp(a, -objective, lb, ub, np.full(a.shape[0], -inf), row_upper)
@@ -278,6 +280,11 @@ def solve_highs_mip(
     for name, value in MILP_OPTIONS.items():
         highs.setOptionValue(name, value)
     highs.passModel(lp)
+    if start is not None:
+        solution = highspy.HighsSolution()
+        solution.col_value = start
+        solution.value_valid = True
+        highs.setSolution(solution)
     highs.run()
     status = highs.getModelStatus()
     if status != highspy.HighsModelStatus.kOptimal:
