@@ -853,6 +853,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--timeout-min", type=float, help=f"per-measurement timeout in minutes (default {TIMEOUT_S / 60:.0f})"
     )
+    parser.add_argument(
+        "--memory-limit-gb",
+        type=float,
+        help=f"stop a measurement above this RSS, skip one estimated above it (default {MEMORY_LIMIT_GB:.0f})",
+    )
     parser.add_argument("--phase", help=argparse.SUPPRESS)
     parser.add_argument("--offers", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -875,6 +880,9 @@ def main() -> None:
     if args.timeout_min is not None:
         global TIMEOUT_S  # noqa: PLW0603 - one setting for every child of this run
         TIMEOUT_S = args.timeout_min * 60
+    if args.memory_limit_gb is not None:
+        global MEMORY_LIMIT_GB  # noqa: PLW0603 - one setting for every child of this run
+        MEMORY_LIMIT_GB = args.memory_limit_gb
     probes = Probes()
     for name in ("small", "storage", "medium", "large") if args.all else (args.size,):
         if args.markdown_only:
