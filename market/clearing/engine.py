@@ -76,7 +76,6 @@ from market.clearing.solve import (
     SolverError,
     compile_model,
     solve,
-    solve_highs,
     solve_highs_lexicographic,
     solve_highs_mip,
 )
@@ -86,11 +85,12 @@ RESULT_TOL = 5e-4
 """kW: results are published to the watt, so a solver's value within half a watt of a bound is that
 bound, and half a watt or less is nothing."""
 MILP_WELFARE_TOL = 1e-6
-"""Absolute part of how far below the MILP's best welfare the MILP tie-break may go (the relative
-part is 1e-9): rounding, never a trade of welfare for priority."""
+"""Absolute part of how far below the MILP's best welfare the MILP tie-break may go (model units:
+EUR/MWh × kW summed over ISPs; the relative part is 1e-12). Float rounding: the most welfare it
+can trade for priority is about 1e-4 of those units on a welfare of 1e8, 2.5e-8 EUR."""
 _GOLDEN = (5**0.5 - 1) / 2
 _SILVER = 2**0.5 - 1
-"""Irrational steps of the Weyl sequences that offset the tie-break's swap weights (:func:`_tie_break`)."""
+"""Irrational steps of the Weyl sequences that offset the tie-break's swap weights (:func:`_priority`)."""
 PRICE = Decimal("0.0001")
 MONEY = Decimal("0.01")
 
@@ -417,10 +417,16 @@ def _solve_component(model: LinearModel, component: FlatBook, solver: str) -> tu
     lb, ub = model.lb.copy(), model.ub.copy()
     if model.integer.any():
         best = solve(model, DEFAULT_SOLVER, integer=True)
+        welfare = min(best.objective, float(model.c @ best.v))
+        floor = welfare - (MILP_WELFARE_TOL + 1e-12 * abs(welfare))
         g = sp.vstack([model.G, sp.csr_matrix(-model.c.reshape(1, -1))], format="csr")
-        floor = best.objective - (MILP_WELFARE_TOL + 1e-9 * abs(best.objective))
         priority = _priority(model, component)[0]
-        v = solve_highs_mip(g, priority, np.append(model.h, -floor), lb, ub, model.integer, "MILP tie-break", best.v)
+        try:
+            v = solve_highs_mip(
+                g, priority, np.append(model.h, -floor), lb, ub, model.integer, "MILP tie-break", best.v
+            )
+        except SolverError:
+            v = best.v  # HiGHS failed on the tie-break (never seen): keep the welfare MILP's choice
         fixed = np.round(v[model.integer])
         lb[model.integer] = fixed
         ub[model.integer] = fixed
@@ -442,7 +448,7 @@ def _tie_break(
     exact to rounding, not the solver's: an interior-point solver's duals carry its last digits of
     complementarity, enough to fix columns that can still move. With any optimal dual that is the
     same face, so the result is the same whichever solver cleared the auction; HiGHS solves it
-    directly (:func:`market.clearing.solve.solve_highs`).
+    directly (:func:`market.clearing.solve.solve_highs_lexicographic`).
     """
     objectives = _priority(model, component)
     try:
@@ -451,7 +457,7 @@ def _tie_break(
         # The face read from the solver's optimum is empty: that optimum was too inexact (seen
         # with an interior-point solver on requests of tens of thousands of kW, where its relative
         # accuracy leaves columns watts off their bounds). Hold welfare at that optimum instead.
-        return _near_welfare(model, optimum, objectives[0], lb, ub)
+        return _near_welfare(model, optimum, objectives, lb, ub)
 
 
 def _priority(model: LinearModel, component: FlatBook) -> list[FloatArray]:
@@ -496,8 +502,11 @@ def _priority(model: LinearModel, component: FlatBook) -> list[FloatArray]:
         isp_offset = 0.5 * np.mod(isp * _SILVER, 1.0)
         isp_part = np.where(isp >= 0, (n_isps - isp + isp_offset) / (n_isps + 1), 0.25 / (n_isps + 1))
         swap = np.zeros(model.n)
-        swap[flex] = rank_part * isp_part * kw_per_unit
-        # The closest two parts are half a step apart: scale the smallest swap to 0.01.
+        # Per kW like the weights above, but an activation column (a whole block) counts once: it
+        # cannot move between ISPs, and its profile's kW would only widen the range of the weights.
+        swap[flex] = rank_part * isp_part * np.where(model.col_kind[flex] == A, 1.0, kw_per_unit)
+        # The closest two parts are half a step apart: the smallest swap between two offers is 0.01.
+        # An exchange among three or more can be smaller; only the offsets keep it from zero.
         swap *= 0.01 / ((0.5 / (n_offers + 1)) * (0.5 / (n_isps + 1)))
         objectives.append(swap)
     return objectives
@@ -543,13 +552,16 @@ def _on_face(
 
 
 def _near_welfare(
-    model: LinearModel, optimum: Solution, secondary: FloatArray, lb: FloatArray, ub: FloatArray
+    model: LinearModel, optimum: Solution, objectives: list[FloatArray], lb: FloatArray, ub: FloatArray
 ) -> Solution:
-    """``max secondary·v`` over the solutions within ``1e-9 · |W|`` of the optimum's welfare ``W``."""
+    """The objectives in turn (:func:`market.clearing.solve.solve_highs_lexicographic`) over the
+    solutions within ``1e-9 · |W|`` of the optimum's welfare ``W``."""
     welfare = float(model.c @ optimum.v)
     g = sp.vstack([model.G, sp.csr_matrix(-model.c.reshape(1, -1))], format="csr")
     upper = np.concatenate([model.h, [-welfare + 1e-9 * max(1.0, abs(welfare))]])
-    v = solve_highs(g, secondary, np.full(len(upper), -np.inf), upper, lb, ub, "tie-break LP near welfare")
+    v = solve_highs_lexicographic(
+        g, objectives, np.full(len(upper), -np.inf), upper, lb, ub, "tie-break LP near welfare"
+    )
     return Solution(v=v, duals=optimum.duals, objective=float(model.c @ v))
 
 

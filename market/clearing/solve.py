@@ -176,24 +176,10 @@ def quiet_highs() -> highspy.Highs:
     return highs
 
 
-def solve_highs(
-    g: sp.csr_matrix,
-    objective: FloatArray,
-    row_lower: FloatArray,
-    row_upper: FloatArray,
-    lb: FloatArray,
-    ub: FloatArray,
-    what: str,
-) -> FloatArray:
-    """``max objective·v`` over ``row_lower ≤ g v ≤ row_upper`` and ``lb ≤ v ≤ ub``, by HiGHS
-    directly: for the engine's own follow-up LPs, whose optimum is unique whatever solver cleared
-    the auction (cvxpy would spend more compiling them than HiGHS solving them)."""
-    return solve_highs_lexicographic(g, [objective], row_lower, row_upper, lb, ub, what)
-
-
 REDUCED_COST_TOL = 1e-6
 """Absolute part of the tolerance under which a reduced cost or row dual counts as zero (HiGHS
-stops at 1e-7 dual infeasibility; the relative part, 1e-9 of the cost, covers its rounding)."""
+stops at 1e-7 dual infeasibility; the relative part, 1e-9 of the cost, or of the largest cost for
+a row, covers its rounding)."""
 
 
 def solve_highs_lexicographic(
@@ -225,7 +211,7 @@ def solve_highs_lexicographic(
             highs.setOptionValue(name, value)
         highs.passModel(highs_lp(a, -objective, lb, ub, row_lower, row_upper))
         if basis is not None:
-            highs.setBasis(basis)
+            highs.setBasis(basis)  # refused (never seen): HiGHS solves this stage from scratch
         highs.run()
         status = highs.getModelStatus()
         if status != highspy.HighsModelStatus.kOptimal:
@@ -240,8 +226,9 @@ def solve_highs_lexicographic(
         row_open = np.fromiter((s != basic for s in basis.row_status), dtype=bool, count=a.shape[0])
         rc = np.asarray(solution.col_dual, dtype=np.float64)
         dual = np.asarray(solution.row_dual, dtype=np.float64)
-        column_decided = np.abs(rc) > REDUCED_COST_TOL + 1e-9 * np.abs(objective)
-        row_decided = np.abs(dual) > REDUCED_COST_TOL
+        # Only non-basic entries sit on a bound; a basic one's reduced cost is zero up to noise.
+        column_decided = column_open & (np.abs(rc) > REDUCED_COST_TOL + 1e-9 * np.abs(objective))
+        row_decided = row_open & (np.abs(dual) > REDUCED_COST_TOL + 1e-9 * float(np.abs(objective).max(initial=0.0)))
         tied = (column_open & ~column_decided & (ub > lb)).any() or (
             row_open & ~row_decided & (row_upper > row_lower)
         ).any()
@@ -282,7 +269,7 @@ def solve_highs_mip(
     highs.passModel(lp)
     if start is not None:
         solution = highspy.HighsSolution()
-        solution.col_value = start
+        solution.col_value = np.where(integer, np.round(start), start)
         solution.value_valid = True
         highs.setSolution(solution)
     highs.run()

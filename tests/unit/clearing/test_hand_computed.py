@@ -569,7 +569,11 @@ def test_storage_all_energy_in_the_more_valuable_isp():
     assert awards(result) == {"s": (kw(0, 4), price("0", "110"))}
 
 
-def test_storage_swap_ties_go_to_the_earlier_offer_in_the_earlier_isp():
+@pytest.mark.parametrize("highs", [None, {"presolve": "off", "simplex_strategy": 4}], ids=["dual", "primal"])
+def test_storage_swap_ties_go_to_the_earlier_offer_in_the_earlier_isp(highs, monkeypatch):
+    # Solved with HiGHS's default dual simplex and with its primal simplex: both must land here.
+    if highs is not None:
+        monkeypatch.setattr("market.clearing.solve.highs_options", lambda rows, columns: highs)
     # Two batteries, each 1 kWh (4 kW·ISP at 0.25 h), @30; requests 2@100 (ISP 0), 6@100 (ISP 1),
     # 4@100 (ISP 2), 6@100 (ISP 3). The 8 kW·ISP of energy serve the earliest requests (time
     # priority): r0 (2) and r1 (6). Any split of ISP 0 and 1 between the batteries is optimal and

@@ -280,8 +280,9 @@ def test_properties_with_all_or_nothing_offers(book):
 
 @st.composite
 def scarce_storage_books(draw: st.DrawFn) -> OrderBook:
-    """Storage offers at one feeder whose energy falls short of requests in every ISP: all of it
-    is sold, and many optima differ only in which offer serves which ISP."""
+    """Storage offers at one feeder (1 kWh each: 4 kW·ISP) against requests of 2-6 kW in each of
+    2-4 ISPs: the energy is often scarce, and then many optima differ only in which offer serves
+    which ISP."""
     n_isps = draw(st.integers(min_value=2, max_value=4))
     offers = [
         Offer(
