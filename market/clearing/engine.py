@@ -441,14 +441,15 @@ def _tie_break(
 
     Secondary objective ``Σ (1 + ε_r) y − Σ ε_o x`` where the weights ``ε`` fall with time priority,
     lie in (0, 0.5), and are counted per kW; the optima that only swap ISPs between offers, which
-    these weights cannot tell apart, are then decided by the swap weights (:func:`_priority`). It
-    is optimised over the optimal face, which complementary slackness with an optimal dual describes exactly:
-    every optimal solution has a column with a non-zero reduced cost at its bound, and a row with a
-    positive dual binding. The dual is the pricing's (:func:`market.clearing.pricing.optimal_dual`),
-    exact to rounding, not the solver's: an interior-point solver's duals carry its last digits of
-    complementarity, enough to fix columns that can still move. With any optimal dual that is the
-    same face, so the result is the same whichever solver cleared the auction; HiGHS solves it
-    directly (:func:`market.clearing.solve.solve_highs_lexicographic`).
+    these weights cannot tell apart, are then decided by the swap weights (:func:`_priority`).
+    Both are optimised over the optimal face, which complementary slackness with an optimal dual
+    describes exactly: every optimal solution has a column with a non-zero reduced cost at its
+    bound, and a row with a positive dual binding. The dual is the pricing's
+    (:func:`market.clearing.pricing.optimal_dual`), exact to rounding, not the solver's: an
+    interior-point solver's duals carry its last digits of complementarity, enough to fix columns
+    that can still move. With any optimal dual that is the same face, so the result is the same
+    whichever solver cleared the auction; HiGHS solves it directly
+    (:func:`market.clearing.solve.solve_highs_lexicographic`).
     """
     objectives = _priority(model, component)
     try:
@@ -461,8 +462,8 @@ def _tie_break(
 
 
 def _priority(model: LinearModel, component: FlatBook) -> list[FloatArray]:
-    """The tie-break's objectives, in order: the time-priority weights, and, over several ISPs, the
-    swap weights (:func:`_tie_break`)."""
+    """The tie-break's objectives, in order: the time-priority weights (:func:`_tie_break`) and,
+    over several ISPs, the swap weights (the comment below)."""
     secondary = np.zeros(model.n)
     is_y = model.col_kind == Y
     # A component's requests are in time priority: the local index is the rank.
