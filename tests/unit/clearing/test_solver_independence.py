@@ -275,3 +275,33 @@ def test_awards_do_not_depend_on_the_highs_algorithm(name, variant, monkeypatch)
     reference = clear(b)
     monkeypatch.setattr("market.clearing.solve.highs_options", lambda rows, columns: _HIGHS_VARIANTS[variant])
     assert summary(clear(b)) == summary(reference)
+
+
+_MILP_VARIANTS = {
+    "no_presolve": {"mip_rel_gap": 0.0, "presolve": "off"},
+    "no_heuristics": {"mip_rel_gap": 0.0, "mip_heuristic_effort": 0.0},
+}
+
+
+def _all_or_nothing_ties() -> OrderBook:
+    """Six all-or-nothing offers at two feeders, equal in price and size within each feeder, and
+    requests for fewer than all of them: many choices of binaries reach the best welfare."""
+    return book(
+        [
+            *(offer(f"a{i}", "F1", 5, 80, submitted=10 - i, min_fraction=1.0) for i in range(3)),
+            *(offer(f"b{i}", "F2", 4, 60, submitted=20 - i, min_fraction=1.0) for i in range(3)),
+        ],
+        [request("r1", "F1", 10, 150), request("r2", "F2", 8, 150), request("rT", "T", 15, 120)],
+        relief=RADIAL,
+    )
+
+
+@pytest.mark.parametrize("variant", list(_MILP_VARIANTS))
+def test_all_or_nothing_awards_do_not_depend_on_the_milp_search(variant, monkeypatch):
+    """Both MILPs (welfare, then the time-priority tie-break) searched another way: the same
+    binaries must be chosen, the earliest offers among equals."""
+    b = _all_or_nothing_ties()
+    reference = clear(b)
+    assert {a.offer_id for a in reference.awards} == {"a1", "a2", "b1", "b2"}
+    monkeypatch.setattr("market.clearing.solve.MILP_OPTIONS", _MILP_VARIANTS[variant])
+    assert summary(clear(b)) == summary(reference)
