@@ -335,9 +335,8 @@ class _ComponentLP:
         self.position = {int(k): i for i, k in enumerate(members.tolist())}
         self.floor, self.ceiling = floor, ceiling
         n = len(members)
-        self.highs = quiet_highs()
-        self.highs.setOptionValue("presolve", "off")
-        self.highs.setOptionValue("simplex_strategy", 4)  # primal: each new objective starts feasible
+        # The primal simplex: each new objective starts from a feasible point.
+        self.highs = quiet_highs({"presolve": "off", "simplex_strategy": 4})
         inf = highspy.kHighsInf
         self.highs.passModel(
             highs_lp(

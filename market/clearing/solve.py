@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import cvxpy as cp
@@ -170,10 +171,21 @@ def highs_lp(
     return lp
 
 
-def quiet_highs() -> highspy.Highs:
+def quiet_highs(options: Mapping[str, object] | None = None) -> highspy.Highs:
+    """A HiGHS instance that prints nothing, with ``options`` set."""
     highs = highspy.Highs()
     highs.setOptionValue("output_flag", False)
+    for name, value in (options or {}).items():
+        highs.setOptionValue(name, value)
     return highs
+
+
+def _run_to_optimum(highs: highspy.Highs, what: str) -> None:
+    """Run HiGHS; anything but an optimum is a :class:`SolverError` naming ``what``."""
+    highs.run()
+    status = highs.getModelStatus()
+    if status != highspy.HighsModelStatus.kOptimal:
+        raise SolverError(f"{what}: HiGHS ended with {highs.modelStatusToString(status)}")
 
 
 REDUCED_COST_TOL = 1e-6
@@ -206,16 +218,11 @@ def solve_highs_lexicographic(
     row_upper = row_upper.copy()
     basis: highspy.HighsBasis | None = None
     for k, objective in enumerate(objectives):
-        highs = quiet_highs()
-        for name, value in highs_options(a.shape[0], a.shape[1]).items():
-            highs.setOptionValue(name, value)
+        highs = quiet_highs(highs_options(a.shape[0], a.shape[1]))
         highs.passModel(highs_lp(a, -objective, lb, ub, row_lower, row_upper))
         if basis is not None:
             highs.setBasis(basis)  # refused (never seen): HiGHS solves this stage from scratch
-        highs.run()
-        status = highs.getModelStatus()
-        if status != highspy.HighsModelStatus.kOptimal:
-            raise SolverError(f"{what}: HiGHS ended with {highs.modelStatusToString(status)}")
+        _run_to_optimum(highs, what)
         solution = highs.getSolution()
         v = np.asarray(solution.col_value, dtype=np.float64)
         if k == len(objectives) - 1:
@@ -263,17 +270,12 @@ def solve_highs_mip(
     inf = highspy.kHighsInf
     lp = highs_lp(a, -objective, lb, ub, np.full(a.shape[0], -inf), row_upper)
     lp.integrality_ = [highspy.HighsVarType.kInteger if flag else highspy.HighsVarType.kContinuous for flag in integer]
-    highs = quiet_highs()
-    for name, value in MILP_OPTIONS.items():
-        highs.setOptionValue(name, value)
+    highs = quiet_highs(MILP_OPTIONS)
     highs.passModel(lp)
     if start is not None:
         solution = highspy.HighsSolution()
         solution.col_value = np.where(integer, np.round(start), start)
         solution.value_valid = True
         highs.setSolution(solution)
-    highs.run()
-    status = highs.getModelStatus()
-    if status != highspy.HighsModelStatus.kOptimal:
-        raise SolverError(f"{what}: HiGHS ended with {highs.modelStatusToString(status)}")
+    _run_to_optimum(highs, what)
     return np.asarray(highs.getSolution().col_value, dtype=np.float64)
