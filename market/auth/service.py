@@ -8,6 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from market.auth.keys import generate_key, hash_secret, parse_token, secret_matches
+from market.auth.lookup import KEY_QUERY, KeyRow, key_row
 from market.auth.models import ApiKey
 from market.auth.principal import Principal, Scope
 from market.core import audit
@@ -76,16 +77,19 @@ def _key_snapshot(key: ApiKey) -> dict[str, object]:
 
 
 def authenticate(session: Session, token: str, pepper: str) -> Principal | None:
-    """The principal a token stands for, or None for an unknown, malformed or revoked key."""
+    """The principal a token stands for, or None for an unknown, malformed or revoked key (the
+    dashboard's check, in its request's session; the API's runs in :mod:`market.auth.lookup`)."""
     parsed = parse_token(token)
     if parsed is None:
         return None
     key_id, secret = parsed
-    row = session.execute(
-        select(ApiKey.id, ApiKey.participant_id, ApiKey.secret_hash, ApiKey.scopes, ApiKey.revoked_at, Participant.role)
-        .join(Participant, Participant.id == ApiKey.participant_id)
-        .where(ApiKey.key_id == key_id)
-    ).one_or_none()
+    row = session.execute(KEY_QUERY, {"key_id": key_id}).one_or_none()
+    return principal_of(key_row(row) if row is not None else None, secret, pepper)
+
+
+def principal_of(row: KeyRow | None, secret: str, pepper: str) -> Principal | None:
+    """The principal of a stored key presented with ``secret``; None if there is no such key, it
+    is revoked or the secret does not match."""
     if row is None or row.revoked_at is not None or not secret_matches(secret, row.secret_hash, pepper):
         return None
     return Principal(

@@ -17,6 +17,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from market.auth.lookup import make_key_lookup
 from market.core.audit import RequestContextMiddleware, echo_request_id
 from market.core.config import Settings, get_settings
 from market.core.contexts import load_contexts
@@ -64,6 +65,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     limiter = make_limiter(
         settings.api.rate_limit_per_minute, settings.rate_limit_redis_url, settings.api.rate_limit_key_prefix
     )
+    key_lookup = make_key_lookup(engine)
     # Outermost first: the request id exists even for a 401; the limit counts authenticated callers only.
     middleware: list[Any] = [
         RequestContextMiddleware(),
@@ -76,8 +78,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         plugins=[SQLAlchemyPlugin(config=db_config), TimeOfDaySchemaPlugin(), StrictStructSchemaPlugin()],
         middleware=middleware,
         before_send=[echo_request_id],
-        on_startup=[limiter.start] if limiter is not None else [],
-        on_shutdown=[limiter.close] if limiter is not None else [],
+        on_startup=[key_lookup.start, *([limiter.start] if limiter is not None else [])],
+        on_shutdown=[key_lookup.close, *([limiter.close] if limiter is not None else [])],
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=settings.api.max_body_bytes,
         cors_config=CORSConfig(allow_origins=[]),
@@ -96,7 +98,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         # Leave the root logger to the host (uvicorn, celery, the CLI): no request chatter on stdout.
         logging_config=LoggingConfig(configure_root_logger=False),
     )
-    app.state.auth_session_factory = make_session_factory(engine)
+    app.state.key_lookup = key_lookup
     app.state.api_key_pepper = settings.security.api_key_pepper
     app.state.engine = engine
     app.state.tasks_in_process = settings.jobs.in_process

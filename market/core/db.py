@@ -7,6 +7,7 @@ once: the HTTP edge does it per request (``before_send_handler="autocommit"`` in
 
 from __future__ import annotations
 
+import select
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +19,7 @@ from typing import Any, ClassVar
 from advanced_alchemy.types import DateTimeUTC
 from sqlalchemy import BigInteger, Dialect, Enum, MetaData, Numeric, create_engine, event
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
@@ -176,13 +178,43 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def server_has_spoken(connection: Any) -> bool:
+    """Whether an idle connection's socket has something to read. An idle PostgreSQL connection
+    (no query in flight, no LISTEN) receives nothing unless the server is closing it: a terminated
+    backend (``pg_terminate_backend``, a restart, ``idle_session_timeout``) sends its FATAL error and
+    closes. One ``poll`` system call with no wait, no round trip."""
+    poller = select.poll()
+    poller.register(connection.fileno(), select.POLLIN | select.POLLPRI)
+    return bool(poller.poll(0))
+
+
+def _ping_if_the_server_spoke(engine: Engine) -> None:
+    """Pessimistic disconnect handling at the price of a system call (SQLAlchemy's ``pool_pre_ping``
+    costs a ``SELECT 1`` round trip on every checkout: 0.24 ms of CPU of the 0.7 ms a one-query
+    session took, measured). A pooled connection whose socket is readable is pinged; if the ping
+    fails, the pool replaces it before anyone uses it. A readable socket that still answers (data of
+    the transport layer, say) is kept. A peer that vanished without closing the connection is not
+    seen here; a later query fails and SQLAlchemy then invalidates the pool, as with the pre-ping."""
+
+    def checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        if server_has_spoken(dbapi_connection):
+            try:
+                engine.dialect.do_ping(dbapi_connection)
+            except Exception as exc:
+                raise DisconnectionError(f"the server closed this pooled connection: {exc}") from exc
+
+    event.listen(engine, "checkout", checkout)
+
+
 def make_engine(url: str, *, echo: bool = False, pool_size: int = 10) -> Engine:
     url = normalise_database_url(url)
     if url.startswith("sqlite"):
         engine = create_engine(url, echo=echo, connect_args={"check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    engine = create_engine(url, echo=echo, pool_size=pool_size, max_overflow=pool_size)
+    _ping_if_the_server_spoke(engine)
+    return engine
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -10,7 +10,6 @@ import logging
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
-import anyio
 import msgspec
 from litestar import Request, Response
 from litestar._openapi.schema_generation import SchemaCreator
@@ -29,10 +28,11 @@ from litestar.openapi.spec import Reference, Schema
 from litestar.params import QueryParameter
 from litestar.typing import FieldDefinition
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
 
+from market.auth.keys import parse_token
+from market.auth.lookup import KeyLookup
 from market.auth.principal import Principal, Scope
-from market.auth.service import authenticate
+from market.auth.service import principal_of
 from market.core.audit import bind_principal
 from market.core.errors import (
     Conflict,
@@ -197,14 +197,12 @@ class ApiKeyAuthentication(AbstractAuthenticationMiddleware):
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise NotAuthorizedException(detail="send an API key as 'Authorization: Bearer fmk_...'")
-        factory: sessionmaker[Session] = connection.app.state.auth_session_factory
-        pepper: str = connection.app.state.api_key_pepper
-
-        def lookup() -> Principal | None:
-            with factory() as session:
-                return authenticate(session, token.strip(), pepper)
-
-        principal = await anyio.to_thread.run_sync(lookup)
+        parsed = parse_token(token.strip())
+        principal = None
+        if parsed is not None:
+            key_id, secret = parsed
+            lookup: KeyLookup = connection.app.state.key_lookup
+            principal = principal_of(await lookup.find(key_id), secret, connection.app.state.api_key_pepper)
         if principal is None:
             raise NotAuthorizedException(detail="the API key is unknown or revoked")
         bind_principal(principal)  # the audit log's actor for services not handed the principal

@@ -1,0 +1,70 @@
+"""Connections the server closes: the API goes on without a failed request.
+
+PostgreSQL closes a session on ``pg_terminate_backend``, a restart or ``idle_session_timeout``. A
+pooled connection of the API then looks alive until it is used. The engine's checkout and the API
+key lookup replace such connections without a round trip on every request.
+"""
+
+from __future__ import annotations
+
+import psycopg
+from litestar import Litestar
+from litestar.testing import TestClient
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from market.auth.lookup import APPLICATION_NAME
+from market.core.db import make_engine, server_has_spoken
+from market.participants.models import Role
+from tests import factories
+from tests.conftest import ADMIN_URL
+
+
+def _terminate(*, pid: int | None = None, database: str | None = None, application_name: str | None = None) -> int:
+    """Terminate the backends with the given pid, database and application name; how many."""
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        rows = admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid()"
+            " AND (%(pid)s::int IS NULL OR pid = %(pid)s)"
+            " AND (%(database)s::text IS NULL OR datname = %(database)s)"
+            " AND (%(application)s::text IS NULL OR application_name = %(application)s)",
+            {"pid": pid, "database": database, "application": application_name},
+        ).fetchall()
+    return len(rows)
+
+
+def _database(url: str) -> str:
+    return url.rsplit("/", 1)[1]
+
+
+def test_a_pooled_connection_the_server_closed_is_replaced_at_checkout(database_url: str) -> None:
+    engine = make_engine(database_url, pool_size=1)
+    try:
+        with engine.connect() as connection:
+            first = connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
+            assert not server_has_spoken(connection.connection.driver_connection)
+        assert _terminate(pid=first) == 1
+        with engine.connect() as connection:  # without the checkout check: "terminating connection"
+            second = connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        assert second != first
+    finally:
+        engine.dispose()
+
+
+def test_requests_go_on_after_the_server_closed_every_connection_of_the_api(
+    client: TestClient[Litestar], db: Session, database_url: str
+) -> None:
+    home = factories.actor(db, Role.HOUSEHOLD)
+    db.commit()
+    assert client.get("/api/v1/me", headers=home.headers).status_code == 200
+    assert client.get("/api/v1/sites", headers=home.headers).status_code == 200
+    db.close()
+    lookups = _terminate(database=_database(database_url), application_name=APPLICATION_NAME)
+    assert lookups >= 1
+    _terminate(database=_database(database_url))  # the app's pool, this test's session too
+    for _ in range(3):
+        me = client.get("/api/v1/me", headers=home.headers)
+        assert me.status_code == 200, me.text
+        assert me.json()["participant_id"] == str(home.id)
+        sites = client.get("/api/v1/sites", headers=home.headers)
+        assert sites.status_code == 200, sites.text
