@@ -22,7 +22,13 @@ from market.core.audit import RequestContextMiddleware, echo_request_id
 from market.core.config import Settings, get_settings
 from market.core.contexts import load_contexts
 from market.core.db import make_engine, make_session_factory
-from market.core.http import EXCEPTION_HANDLERS, ApiKeyAuthentication, provide_page, provide_principal
+from market.core.http import (
+    EXCEPTION_HANDLERS,
+    ApiKeyAuthentication,
+    provide_db_session,
+    provide_page,
+    provide_principal,
+)
 from market.core.idempotency import provide_idempotency
 from market.core.openapi import StrictStructSchemaPlugin, TimeOfDaySchemaPlugin, document_problems
 from market.core.ratelimit import RateLimitMiddleware, make_limiter
@@ -43,11 +49,13 @@ def health(db_session: NamedDependency[Session]) -> dict[str, str]:
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or get_settings()
     engine = make_engine(settings.database.url, echo=settings.database.echo, pool_size=settings.database.pool_size)
+    session_factory = make_session_factory(engine)
+    # The plugin gives the engine its lifecycle; the request's session is ours (provide_db_session),
+    # committed off the event loop before the response is sent.
     db_config = SQLAlchemySyncConfig(
         engine_instance=engine,
-        session_dependency_key="db_session",
-        before_send_handler="autocommit",
-        session_maker=make_session_factory(engine),
+        session_dependency_key="plugin_db_session",
+        session_maker=session_factory,
     )
     contexts = load_contexts()
     handlers = [handler for ctx in contexts for handler in ctx.route_handlers]
@@ -75,6 +83,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         middleware.append(RateLimitMiddleware(limiter))
     app = Litestar(
         route_handlers=[api, health, *(handler for handler in handlers if is_dashboard(handler))],
+        dependencies={"db_session": Provide(provide_db_session)},
         plugins=[SQLAlchemyPlugin(config=db_config), TimeOfDaySchemaPlugin(), StrictStructSchemaPlugin()],
         middleware=middleware,
         before_send=[echo_request_id],
@@ -99,6 +108,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         logging_config=LoggingConfig(configure_root_logger=False),
     )
     app.state.key_lookup = key_lookup
+    app.state.session_factory = session_factory
     app.state.api_key_pepper = settings.security.api_key_pepper
     app.state.engine = engine
     app.state.tasks_in_process = settings.jobs.in_process
