@@ -17,8 +17,9 @@ from typing import Any
 import msgspec
 import psycopg
 from psycopg import sql
-from sqlalchemy import ColumnElement, Select, insert, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Select, bindparam, insert, or_, select
+from sqlalchemy.orm import InstrumentedAttribute, Session
+from sqlalchemy.sql import Executable
 
 from market.auth.principal import Principal
 from market.core import audit
@@ -335,6 +336,28 @@ def _decoded(offer: FlexOfferCreate | msgspec.Raw) -> tuple[FlexOfferCreate | No
         return None, [FieldError(field, reason)]  # an empty field: the offer as a whole
 
 
+def _resource_query(
+    kind: type[Site] | type[Portfolio], owner: InstrumentedAttribute[uuid.UUID], with_markets: bool
+) -> Executable:
+    """The congestion point and market of each of the owner's resources among ``ids``; with the
+    market rows if asked. Built once: a statement made per request cost more than running it."""
+    statement = (
+        select(kind.id, kind.congestion_point_id, CongestionPoint.market_id)
+        .join(CongestionPoint, CongestionPoint.id == kind.congestion_point_id)
+        .where(kind.id.in_(bindparam("ids", expanding=True)), owner == bindparam("owner"))
+    )
+    if with_markets:
+        return statement.add_columns(Market).join(Market, Market.id == CongestionPoint.market_id)
+    return statement
+
+
+_RESOURCE_QUERIES = {
+    (kind, with_markets): _resource_query(kind, owner, with_markets)
+    for kind, owner in ((Site, Site.owner_id), (Portfolio, Portfolio.aggregator_id))
+    for with_markets in (False, True)
+}
+
+
 class Resources:
     """The caller's sites and portfolios among the given ids, with their congestion points' markets:
     one query for the sites and one for the portfolios, each joined to its congestion point. Given a
@@ -350,39 +373,27 @@ class Resources:
         markets: MarketCache | None = None,
     ) -> None:
         self.market_of_point: dict[uuid.UUID, uuid.UUID] = {}
-        owner = principal.participant_id
-        self.sites = self._points(session, Site, Site.owner_id == owner, site_ids, markets)
-        self.portfolios = self._points(session, Portfolio, Portfolio.aggregator_id == owner, portfolio_ids, markets)
+        self.sites = self._points(session, Site, principal.participant_id, site_ids, markets)
+        self.portfolios = self._points(session, Portfolio, principal.participant_id, portfolio_ids, markets)
 
     def _points(
         self,
         session: Session,
         kind: type[Site] | type[Portfolio],
-        owned: ColumnElement[bool],
+        owner: uuid.UUID,
         ids: set[uuid.UUID],
         markets: MarketCache | None,
     ) -> dict[uuid.UUID, uuid.UUID]:
-        """The congestion point of each of ``ids`` that ``owned`` holds for; their markets noted."""
+        """The congestion point of each of ``ids`` that ``owner`` holds; their markets noted."""
         points: dict[uuid.UUID, uuid.UUID] = {}
         if not ids:
             return points
-        statement = (
-            select(kind.id, kind.congestion_point_id, CongestionPoint.market_id)
-            .join(CongestionPoint, CongestionPoint.id == kind.congestion_point_id)
-            .where(kind.id.in_(ids), owned)
-        )
-        if markets is None:
-            rows = session.execute(statement)
-            for resource_id, point_id, market_id in rows:
-                points[resource_id] = point_id
-                self.market_of_point[point_id] = market_id
-            return points
-        for resource_id, point_id, market_id, market in session.execute(
-            statement.add_columns(Market).join(Market, Market.id == CongestionPoint.market_id)
-        ):
+        rows = session.execute(_RESOURCE_QUERIES[kind, markets is not None], {"ids": list(ids), "owner": owner})
+        for resource_id, point_id, market_id, *market in rows:
             points[resource_id] = point_id
             self.market_of_point[point_id] = market_id
-            markets.markets[market_id] = market
+            if markets is not None:
+                markets.markets[market_id] = market[0]
         return points
 
     @classmethod
@@ -591,22 +602,30 @@ def _send_chunk(
     cursor.execute(events_sql, {**events_params, "rows": text, "ids": [row["id"] for row in chunk]})
 
 
-def _own_offer(session: Session, principal: Principal, offer_id: uuid.UUID) -> FlexOffer:
-    offer = session.get(FlexOffer, offer_id)
-    if offer is None or not principal.may_act_for(offer.seller_id):
+_OFFER_WITH_MARKET = (
+    select(FlexOffer, Market).join(Market, Market.id == FlexOffer.market_id).where(FlexOffer.id == bindparam("id"))
+)
+
+
+def _own_offer(session: Session, principal: Principal, offer_id: uuid.UUID, markets: MarketCache) -> FlexOffer:
+    """The caller's offer (any offer for the operator), its market loaded into ``markets`` by the
+    same query."""
+    row = session.execute(_OFFER_WITH_MARKET, {"id": offer_id}).one_or_none()
+    if row is None or not principal.may_act_for(row[0].seller_id):
         raise NotFound.of("flex offer", offer_id)
+    offer, market = row
+    markets.markets[market.id] = market
     return offer
 
 
 def revise_offer(
     session: Session, principal: Principal, offer_id: uuid.UUID, data: FlexOfferCreate, now: datetime
 ) -> FlexOfferRead:
-    offer = _own_offer(session, principal, offer_id)
-    _require_seller(principal)
     markets = MarketCache(session)
-    resources = Resources.of(session, principal, [data], markets)  # usually loads the offer's market too
+    offer = _own_offer(session, principal, offer_id, markets)
+    _require_seller(principal)
     _require_open(offer, markets.get(offer.market_id), now, "offer")
-    market, values, errors, gate = _offer_values(data, resources, markets, now)
+    market, values, errors, gate = _offer_values(data, Resources.of(session, principal, [data]), markets, now)
     _check(errors, gate, "offer")
     assert market is not None  # noqa: S101 - no errors means a market
     _revise(session, principal, offer, values)
@@ -614,15 +633,17 @@ def revise_offer(
 
 
 def revoke_offer(session: Session, principal: Principal, offer_id: uuid.UUID, now: datetime) -> FlexOfferRead:
-    offer = _own_offer(session, principal, offer_id)
-    market = MarketCache(session).get(offer.market_id)
+    markets = MarketCache(session)
+    offer = _own_offer(session, principal, offer_id, markets)
+    market = markets.get(offer.market_id)
     _revoke(session, principal, offer, market, now, "offer")
     return offer_read(offer, market, now)
 
 
 def get_offer(session: Session, principal: Principal, offer_id: uuid.UUID, now: datetime) -> FlexOfferRead:
-    offer = _own_offer(session, principal, offer_id)
-    return offer_read(offer, MarketCache(session).get(offer.market_id), now)
+    markets = MarketCache(session)
+    offer = _own_offer(session, principal, offer_id, markets)
+    return offer_read(offer, markets.get(offer.market_id), now)
 
 
 # -- listing ------------------------------------------------------------------------------------
