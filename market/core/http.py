@@ -216,7 +216,10 @@ async def provide_db_session(state: State) -> AsyncGenerator[Session, None]:
     except BaseException:
         await sync_to_thread(session.close)  # returning the connection rolls its transaction back
         raise
-    await sync_to_thread(_commit_and_close, session)
+    if session.in_transaction():
+        await sync_to_thread(_commit_and_close, session)
+    else:  # the handler committed (Idempotency.run does): closing does no I/O
+        session.close()
 
 
 # -- authentication and scopes ------------------------------------------------------------------

@@ -59,7 +59,24 @@ class Idempotency:
         status_code: int = 201,
         store_body: bool = True,
     ) -> Response[Any]:
-        """Run ``produce`` once per key; encode its result as the JSON response."""
+        """Run ``produce`` once per key; encode its result as the JSON response; commit.
+
+        The commit runs here, in the handler's worker thread, so the request's unit of work
+        (:func:`market.core.http.provide_db_session`) has nothing left to do: one hand-off to a thread
+        less for every POST. A failed commit raises here, before any response exists."""
+        response = self._run(session, principal, produce, status_code=status_code, store_body=store_body)
+        session.commit()
+        return response
+
+    def _run(
+        self,
+        session: Session,
+        principal: Principal,
+        produce: Callable[[], Any],
+        *,
+        status_code: int,
+        store_body: bool,
+    ) -> Response[Any]:
         if self.key is None:
             return Response(msgspec.json.encode(produce()), status_code=status_code, media_type="application/json")
         record = session.get(IdempotencyRecord, (principal.participant_id, self.key))
