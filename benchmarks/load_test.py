@@ -77,8 +77,7 @@ TARGET_P99_MS = 100
 PROFILE_CAVEAT = (
     "py-spy counts threads blocked inside C calls as busy (the thread pool's condition waits, psycopg waiting "
     "on its socket for PostgreSQL), so most of 'threading', 'concurrent' and 'psycopg' self time is waiting; "
-    "the inclusive shares of our functions are the useful part (the idempotency record, authentication's key "
-    "lookup and the offer service's resource checks are the largest)"
+    "the inclusive shares of our functions are the useful part"
 )
 MIX = (("post", 0.7), ("revise", 0.2), ("revoke", 0.1))
 NOOP_APP = """
@@ -601,9 +600,10 @@ def _reading(me: dict[str, Any], noop: dict[str, Any], mix: dict[str, Any]) -> l
         f"{per_request(me, 'postgres'):.1f} ms; the no-op route {per_request(noop, 'server'):.2f} ms. With all "
         f"{cores} cores given to the server and PostgreSQL and nothing else running, the ceiling would be about "
         f"{1000 * cores / mix_ms:.0f} offer requests/s ({1000 * cores / me_ms:.0f} for `/me`), against the target "
-        f"of {TARGET_RPS}: the offer path's own CPU (Python in the server: validation, authentication, the "
-        "idempotency record, the ORM, psycopg) bounds the throughput, not the framework or the network; p99 "
-        "follows from queueing 16 clients on that CPU.",
+        f"of {TARGET_RPS}: the server's CPU per offer request bounds the throughput, not the network (Python: "
+        "uvicorn, Litestar and asyncio per request, the ORM and psycopg for four to six statements, validation; "
+        "the mix's server CPU also holds the clearing, which runs inside the server); p99 follows from queueing "
+        f"{mix['clients']} clients on that CPU.",
     ]
 
 
