@@ -39,8 +39,10 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from multiprocessing.pool import Pool
 from pathlib import Path
 from typing import Any
 
@@ -75,9 +77,8 @@ MODULE = "benchmarks.load_test"
 TARGET_RPS = 500
 TARGET_P99_MS = 100
 PROFILE_CAVEAT = (
-    "py-spy counts threads blocked inside C calls as busy (the thread pool's condition waits, psycopg waiting "
-    "on its socket for PostgreSQL), so most of 'threading', 'concurrent' and 'psycopg' self time is waiting; "
-    "the inclusive shares of our functions are the useful part"
+    "`--gil` samples only the thread that holds the GIL, so these shares are of the Python work; time in C "
+    "without the GIL (system calls, waiting for PostgreSQL, the solver) is not in them"
 )
 MIX = (("post", 0.7), ("revise", 0.2), ("revoke", 0.1))
 NOOP_APP = """
@@ -107,7 +108,7 @@ def parse_args() -> argparse.Namespace:
         "--profile-seconds",
         type=float,
         default=20.0,
-        help="py-spy the server this long in the mix's first half (0: off)",
+        help="after the mix, run it this long again under py-spy, apart from the figures (0: off)",
     )
     parser.add_argument("--admin-url", default=DEFAULT_ADMIN_URL)
     return parser.parse_args()
@@ -399,6 +400,27 @@ class NoopServer:
 # -- where the server's time goes (py-spy, if installed) ----------------------------------------
 
 
+def profile_mix(
+    server_pid: int, directory: Path, seconds: float, load_generator: Pool, mix: Callable[[str, float], Phase]
+) -> dict[str, Any] | None:
+    """Run the mix once more, ``seconds`` long and without a clearing, under py-spy: where the server's
+    Python time goes. Apart from the measured mix, whose figures the profiler would slow (it took a
+    quarter of a core when it ran inside the mix)."""
+    if seconds <= 0:
+        return None
+    out = directory / "server-profile.txt"
+    profiled_phase = mix("offer mix, profiled", seconds + 1)
+    profiled = load_generator.apply_async(run_phase, (profiled_phase,))
+    time.sleep(profiled_phase.warmup_s + 0.5)
+    profiler = start_profiler(server_pid, seconds, out)
+    profiled.get(timeout=seconds * 4 + 600)
+    if profiler is None:
+        return None
+    profiler.wait(timeout=60)
+    summary = summarise_profile(out) if out.exists() else None
+    return {"seconds": seconds, **summary} if summary else None
+
+
 def start_profiler(server_pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes] | None:
     """``py-spy record`` of the server and its worker processes, as collapsed stacks (benchmark-only tool:
     ``pip install py-spy`` into the venv; skipped when absent)."""
@@ -409,6 +431,7 @@ def start_profiler(server_pid: int, seconds: float, out: Path) -> subprocess.Pop
         [
             str(executable),
             "record",
+            "--gil",
             "--subprocesses",
             "--format",
             "raw",
@@ -466,7 +489,7 @@ def summarise_profile(path: Path, top: int = 20) -> dict[str, Any]:
 # -- the run ------------------------------------------------------------------------------------
 
 
-def main() -> None:  # noqa: PLR0915 - the run, read top-down
+def main() -> None:
     args = parse_args()
     with scratch_database(args.admin_url, "flex_load") as database_url, tempfile.TemporaryDirectory() as tmp:
         say(f"database ready; {args.households} households with a site and a key each")
@@ -520,11 +543,7 @@ def main() -> None:  # noqa: PLR0915 - the run, read top-down
                 say(f"  {p['phase']}: {p['all']['throughput_rps']} req/s, p99 {p['all']['latency_ms']['p99']} ms")
 
             mix = load_generator.apply_async(run_phase, (phase("offer mix", "mix", api.base_url, args.duration),))
-            time.sleep(args.warmup + 1)
-            profile_path = Path(tmp) / "server-profile.txt"
-            seconds = min(args.profile_seconds, args.duration / 2 - 2)
-            profiler = start_profiler(api.pid, seconds, profile_path)
-            time.sleep(args.duration / 2 - 1)
+            time.sleep(args.warmup + args.duration / 2)
             began = time.perf_counter()
             response = httpx.post(
                 f"{api.base_url}/api/v1/markets/{world.market_id}/clearings",
@@ -548,12 +567,14 @@ def main() -> None:  # noqa: PLR0915 - the run, read top-down
             # perf_counter is CLOCK_MONOTONIC on Linux, one clock for every process on the machine.
             span = (began - result["window_start"], ended - result["window_start"])
             phases.append(summarise(result, span))
+            profile = profile_mix(
+                api.pid,
+                Path(tmp),
+                args.profile_seconds,
+                load_generator,
+                lambda name, duration: phase(name, "mix", api.base_url, duration),
+            )
             problems = api.log_problems()
-            profile: dict[str, Any] | None = None
-            if profiler is not None:
-                profiler.wait(timeout=60)
-                profile = summarise_profile(profile_path) if profile_path.exists() else None
-                profile = {"seconds": seconds, **profile} if profile else None
         with psycopg.connect(database_url) as conn:
             row = conn.execute(
                 b"SELECT CASE WHEN revoked_at IS NOT NULL THEN 'revoked' WHEN revision > 1 THEN 'revised' "
@@ -661,8 +682,8 @@ def markdown(report: dict[str, Any]) -> list[str]:
     ]
     if profile := report.get("server_profile"):
         lines += [
-            f"Where the server's busy time went in the mix (py-spy, {profile['seconds']:.0f} s before the clearing, "
-            f"both workers, {profile['samples']} on-CPU samples at 100 Hz):",
+            f"Where the server's Python time went in the mix (a second run of it, {profile['seconds']:.0f} s without "
+            f"a clearing, under `py-spy record --gil`; both workers, {profile['samples']} samples at 100 Hz):",
             "",
             "- self time by package (%): "
             + ", ".join(f"{k} {v}" for k, v in profile["self_share_by_package_pct"].items()),
