@@ -27,7 +27,6 @@ before / while / after the clearing, CPU per group (load generator, server, Post
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import multiprocessing
 import os
@@ -50,9 +49,11 @@ import httpx
 import psycopg
 
 from benchmarks.common import (
+    CONNECTION_ERRORS,
     DEFAULT_ADMIN_URL,
     OFFERS_PATH,
     ApiServer,
+    KeepAliveConnection,
     OfferGenerator,
     World,
     build_world,
@@ -144,33 +145,6 @@ class Log:
     samples: dict[str, str] = field(default_factory=dict)
 
 
-class _Http:
-    """One keep-alive HTTP/1.1 connection of the standard library's ``http.client``: a client that
-    costs 0.26 ms of CPU a GET where ``httpx`` cost 1.01 ms, and 0.58 ms an offer POST (with making the
-    offer) where it cost 1.51 ms (measured, 8 threads, one run each), so the 2 cores go to
-    the server under test rather than to the load generator. A connection that fails is replaced."""
-
-    def __init__(self, base_url: str, headers: dict[str, str]) -> None:
-        host, port = base_url.removeprefix("http://").split(":")
-        self.address = (host, int(port))
-        self.headers = headers
-        self.connection = http.client.HTTPConnection(*self.address, timeout=30.0)
-
-    def request(self, method: str, path: str, body: str | None = None) -> tuple[str, str]:
-        """(status code, body text)."""
-        try:
-            self.connection.request(method, path, body=body, headers=self.headers)
-            response = self.connection.getresponse()
-            return str(response.status), response.read().decode()
-        except (OSError, http.client.HTTPException):
-            self.connection.close()
-            self.connection = http.client.HTTPConnection(*self.address, timeout=30.0)
-            raise
-
-    def close(self) -> None:
-        self.connection.close()
-
-
 @dataclass
 class _Household:
     """One household a client thread acts for: its key, its site and its live offers."""
@@ -191,7 +165,7 @@ def _client(phase: Phase, n: int, t0: list[float], barrier: threading.Barrier, l
         _Household(f"Bearer {phase.tokens[i]}", phase.site_ids[i])
         for i in range(n % len(phase.tokens), len(phase.tokens), phase.clients)
     ]
-    server = _Http(phase.base_url, {"Content-Type": "application/json"})
+    server = KeepAliveConnection(phase.base_url, {"Content-Type": "application/json"})
     barrier.wait()
     start, end = t0[0] + phase.warmup_s, t0[0] + phase.warmup_s + phase.duration_s
     turn = 0
@@ -219,7 +193,7 @@ def _client(phase: Phase, n: int, t0: list[float], barrier: threading.Barrier, l
                 else:
                     offer_id = home.live.pop(rng.randrange(len(home.live)))
                     status, text = server.request("POST", f"{OFFERS_PATH}/{offer_id}/revoke")
-        except (OSError, http.client.HTTPException) as exc:
+        except CONNECTION_ERRORS as exc:
             status, text = type(exc).__name__, str(exc)
         elapsed = time.perf_counter() - began
         if began >= start:

@@ -2,12 +2,12 @@
 
 ``flexmarket serve --workers W`` runs as a subprocess on a free loopback port against a fresh
 PostgreSQL database. A separate load-generator process (multiprocessing, spawn) runs C threads,
-each with its own keep-alive ``httpx.Client`` and its own household seller's key, POSTing one
+each with its own keep-alive ``http.client`` connection and its own household seller's key, POSTing one
 pre-encoded offer after another: a warm-up, then a timed window whose requests are recorded.
 Every combination of the ``--workers`` and ``--concurrency`` lists is measured. Run from the
 repository root::
 
-    /work/venv/bin/python -m benchmarks.orders_latency
+    .venv/bin/python -m benchmarks.orders_latency
 """
 
 from __future__ import annotations
@@ -26,12 +26,12 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from benchmarks.common import (
+    CONNECTION_ERRORS,
     DEFAULT_ADMIN_URL,
     OFFERS_PATH,
     ApiServer,
+    KeepAliveConnection,
     OfferGenerator,
     World,
     build_world,
@@ -132,7 +132,8 @@ def _client_loop(spec: LoadSpec, client: int, window: Window, barrier: threading
         "Content-Type": "application/json",
     }
     cap = max(1, spec.max_requests // spec.clients)
-    with httpx.Client(base_url=spec.base_url, headers=headers, timeout=spec.timeout_s) as http:
+    server = KeepAliveConnection(spec.base_url, headers, timeout_s=spec.timeout_s)
+    try:
         barrier.wait()
         sent = 0
         while sent < cap:
@@ -142,9 +143,8 @@ def _client_loop(spec: LoadSpec, client: int, window: Window, barrier: threading
             body = bodies[sent % len(bodies)]
             sent += 1
             try:
-                response = http.post(OFFERS_PATH, content=body)
-                status, text = str(response.status_code), response.text
-            except httpx.HTTPError as exc:
+                status, text = server.request("POST", OFFERS_PATH, body)
+            except CONNECTION_ERRORS as exc:
                 status, text = type(exc).__name__, str(exc)
             elapsed = time.perf_counter() - started
             if status == "201":
@@ -154,6 +154,8 @@ def _client_loop(spec: LoadSpec, client: int, window: Window, barrier: threading
             if started >= window.measure:
                 log.latencies.append(elapsed)
                 log.statuses[status] += 1
+    finally:
+        server.close()
 
 
 def run_load(spec: LoadSpec) -> dict[str, Any]:
