@@ -80,9 +80,12 @@ class PostgresKeyLookup:
     shutdown), so its connections belong to the running event loop.
     """
 
-    def __init__(self, conninfo: str, max_size: int = 4) -> None:
+    def __init__(self, conninfo: str, max_size: int = 4, timeout_s: float = 5.0) -> None:
         self.conninfo = conninfo
         self.max_size = max_size
+        self.timeout_s = timeout_s
+        """How long a request waits for a connection (PostgreSQL down or every connection busy) before
+        it fails with a 500, rather than psycopg_pool's default of 30 s."""
         self._pool: AsyncConnectionPool[psycopg.AsyncConnection[TupleRow]] | None = None
 
     async def start(self) -> None:
@@ -93,6 +96,7 @@ class PostgresKeyLookup:
                 max_size=self.max_size,
                 kwargs={"autocommit": True, "application_name": APPLICATION_NAME},
                 open=False,
+                timeout=self.timeout_s,
                 name="api-key-lookup",
             )
             await self._pool.open()

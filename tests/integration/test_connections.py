@@ -7,13 +7,19 @@ key lookup replace such connections without a round trip on every request.
 
 from __future__ import annotations
 
+import asyncio
+import socket
+import time
+
 import psycopg
+import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
+from psycopg_pool import PoolTimeout
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from market.auth.lookup import APPLICATION_NAME
+from market.auth.lookup import APPLICATION_NAME, PostgresKeyLookup
 from market.core.db import make_engine, server_has_spoken
 from market.participants.models import Role
 from tests import factories
@@ -68,3 +74,22 @@ def test_requests_go_on_after_the_server_closed_every_connection_of_the_api(
         assert me.json()["participant_id"] == str(home.id)
         sites = client.get("/api/v1/sites", headers=home.headers)
         assert sites.status_code == 200, sites.text
+
+
+def test_the_key_lookup_fails_within_its_timeout_when_postgres_is_unreachable() -> None:
+    """A request fails fast (here 0.5 s) rather than waiting psycopg_pool's default 30 s."""
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    lookup = PostgresKeyLookup(f"postgresql://postgres@127.0.0.1:{port}/test?connect_timeout=1", timeout_s=0.5)
+
+    async def find() -> None:
+        try:
+            await lookup.find("0123456789abcdef")
+        finally:
+            await lookup.close()
+
+    started = time.monotonic()
+    with pytest.raises(PoolTimeout):
+        asyncio.run(find())
+    assert time.monotonic() - started < 5
