@@ -1,8 +1,10 @@
 """Engine, declarative base, column types and the one transaction helper.
 
-Transactions: services and repositories only ``flush``. A unit of work commits or rolls back
-once: the HTTP edge does it per request (``before_send_handler="autocommit"`` in
-:mod:`market.core.app`), tasks and CLI commands do it with :func:`unit_of_work`.
+Transactions: services and repositories only ``flush`` (and write with Core statements in the
+session's transaction). A unit of work commits or rolls back once: the HTTP edge does it per
+request (:func:`market.core.http.provide_db_session`; a POST's :meth:`Idempotency.run
+<market.core.idempotency.Idempotency.run>` commits in the handler's thread), tasks and CLI commands
+do it with :func:`unit_of_work`.
 """
 
 from __future__ import annotations
