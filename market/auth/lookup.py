@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import anyio
 import psycopg
 from psycopg.rows import TupleRow
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from sqlalchemy import Engine, bindparam, select
 from sqlalchemy.dialects import postgresql
 
@@ -42,9 +42,6 @@ KEY_QUERY = (
 _POSTGRES_SQL = str(KEY_QUERY.compile(dialect=postgresql.psycopg.dialect()))  # type: ignore[no-untyped-call]
 APPLICATION_NAME = "flexmarket-key-lookup"
 """How the lookup's connections show in ``pg_stat_activity``."""
-ATTEMPTS = 3
-"""Tries on a connection the server has closed (a restart, ``pg_terminate_backend``): the pool
-drops each broken connection, so a later try gets a fresh one. The lookup only reads."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,8 +79,9 @@ class PostgresKeyLookup:
     500, rather than psycopg_pool's default of 30 s.
     """
 
-    def __init__(self, conninfo: str, max_size: int = 4, timeout_s: float = 5.0) -> None:
+    def __init__(self, conninfo: str, *, min_size: int = 1, max_size: int = 4, timeout_s: float = 5.0) -> None:
         self.conninfo = conninfo
+        self.min_size = min_size
         self.max_size = max_size
         self.timeout_s = timeout_s
         self._pool: AsyncConnectionPool[psycopg.AsyncConnection[TupleRow]] | None = None
@@ -92,7 +90,7 @@ class PostgresKeyLookup:
         if self._pool is None:
             self._pool = AsyncConnectionPool(
                 self.conninfo,
-                min_size=1,
+                min_size=self.min_size,
                 max_size=self.max_size,
                 kwargs={"autocommit": True, "application_name": APPLICATION_NAME},
                 open=False,
@@ -109,13 +107,21 @@ class PostgresKeyLookup:
     async def find(self, key_id: str) -> KeyRow | None:
         await self.start()
         assert self._pool is not None  # noqa: S101 - start() made it
-        for attempt in range(1, ATTEMPTS + 1):
+        # A connection the server has closed (a restart, pg_terminate_backend) fails at once, and the
+        # pool drops it: one try more than the pool holds reaches a fresh connection even when every
+        # pooled one is dead. (psycopg_pool's own check waits with back-off between dead connections:
+        # 5 s for the first request after a restart, measured.) The lookup only reads; waiting for a
+        # free connection (PoolTimeout) is not tried again.
+        attempts = self.max_size + 1
+        for attempt in range(1, attempts + 1):
             try:
                 async with self._pool.connection() as connection:
                     cursor = await connection.execute(_POSTGRES_SQL, {"key_id": key_id})
                     row = await cursor.fetchone()
+            except PoolTimeout:
+                raise
             except psycopg.OperationalError as exc:
-                if attempt == ATTEMPTS:
+                if attempt == attempts:
                     raise
                 log.warning("API key lookup: connection lost, trying another: %s", exc)
                 continue

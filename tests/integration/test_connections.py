@@ -27,10 +27,11 @@ from tests.conftest import ADMIN_URL
 
 
 def _terminate(*, pid: int | None = None, database: str | None = None, application_name: str | None = None) -> int:
-    """Terminate the backends with the given pid, database and application name; how many."""
+    """Terminate the backends with the given pid, database and application name; how many. Waits
+    until each has exited (up to 5 s), so its connections have been closed, not just signalled."""
     with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
         rows = admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid()"
+            "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE pid <> pg_backend_pid()"
             " AND (%(pid)s::int IS NULL OR pid = %(pid)s)"
             " AND (%(database)s::text IS NULL OR datname = %(database)s)"
             " AND (%(application)s::text IS NULL OR application_name = %(application)s)",
@@ -93,3 +94,26 @@ def test_the_key_lookup_fails_within_its_timeout_when_postgres_is_unreachable() 
     with pytest.raises(PoolTimeout):
         asyncio.run(find())
     assert time.monotonic() - started < 5
+
+
+def test_the_key_lookup_replaces_every_connection_the_server_closed(database_url: str) -> None:
+    """Four pooled lookup connections, all terminated: the next lookups answer, at once. (With
+    psycopg_pool's check, which backs off between dead connections, the first took 5 s.)"""
+    conninfo = database_url.replace("postgresql+psycopg://", "postgresql://", 1)
+    lookup = PostgresKeyLookup(conninfo, min_size=4, max_size=4)
+
+    async def scenario() -> list[object]:
+        try:
+            await lookup.start()
+            assert lookup._pool is not None
+            await lookup._pool.wait(timeout=10)  # all four connected
+            assert _terminate(database=_database(database_url), application_name=APPLICATION_NAME) >= 4
+            await asyncio.sleep(0.2)
+            started = time.monotonic()
+            found = [await lookup.find("0123456789abcdef") for _ in range(6)]
+            assert time.monotonic() - started < 2
+            return found
+        finally:
+            await lookup.close()
+
+    assert asyncio.run(scenario()) == [None] * 6
