@@ -59,7 +59,7 @@ MARKET_TZ = "Europe/Amsterdam"
 ISPS_PER_OFFER = 4
 """One hour of 15-minute ISPs."""
 OFFERS_PATH = "/api/v1/flex-offers"
-PACKAGES = ("sqlalchemy", "psycopg", "litestar", "msgspec", "uvicorn", "httpx", "advanced-alchemy")
+PACKAGES = ("sqlalchemy", "psycopg", "psycopg-pool", "litestar", "msgspec", "uvicorn", "httpx", "advanced-alchemy")
 
 
 def say(message: str) -> None:
