@@ -419,12 +419,10 @@ def _solve_component(model: LinearModel, component: FlatBook, solver: str) -> tu
         best = solve(model, DEFAULT_SOLVER, integer=True)
         welfare = min(best.objective, float(model.c @ best.v))
         floor = welfare - (MILP_WELFARE_TOL + 1e-12 * abs(welfare))
-        g = sp.vstack([model.G, sp.csr_matrix(-model.c.reshape(1, -1))], format="csr")
+        g, upper = _welfare_at_least(model, floor)
         priority = _priority(model, component)[0]
         try:
-            v = solve_highs_mip(
-                g, priority, np.append(model.h, -floor), lb, ub, model.integer, "MILP tie-break", best.v
-            )
+            v = solve_highs_mip(g, priority, upper, lb, ub, model.integer, "MILP tie-break", best.v)
         except SolverError:
             v = best.v  # HiGHS failed on the tie-break (never seen): keep the welfare MILP's choice
         fixed = np.round(v[model.integer])
@@ -552,14 +550,20 @@ def _on_face(
     return Solution(v=v, duals=dual, objective=float(model.c @ v))
 
 
+def _welfare_at_least(model: LinearModel, floor: float) -> tuple[sp.csr_matrix, FloatArray]:
+    """The model's rows ``G v ≤ h`` with one more, ``c·v ≥ floor`` (as ``−c·v ≤ −floor``): the
+    feasible set of a follow-up problem that must keep the welfare reached."""
+    g = sp.vstack([model.G, sp.csr_matrix(-model.c.reshape(1, -1))], format="csr")
+    return g, np.append(model.h, -floor)
+
+
 def _near_welfare(
     model: LinearModel, optimum: Solution, objectives: list[FloatArray], lb: FloatArray, ub: FloatArray
 ) -> Solution:
     """The objectives in turn (:func:`market.clearing.solve.solve_highs_lexicographic`) over the
     solutions within ``1e-9 · |W|`` of the optimum's welfare ``W``."""
     welfare = float(model.c @ optimum.v)
-    g = sp.vstack([model.G, sp.csr_matrix(-model.c.reshape(1, -1))], format="csr")
-    upper = np.concatenate([model.h, [-welfare + 1e-9 * max(1.0, abs(welfare))]])
+    g, upper = _welfare_at_least(model, welfare - 1e-9 * max(1.0, abs(welfare)))
     v = solve_highs_lexicographic(
         g, objectives, np.full(len(upper), -np.inf), upper, lb, ub, "tie-break LP near welfare"
     )
