@@ -24,8 +24,9 @@ import anyio
 import psycopg
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
-from sqlalchemy import Engine, bindparam, select
+from sqlalchemy import Connection, Engine, bindparam, select
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.orm import Session
 
 from market.auth.models import ApiKey
 from market.participants.models import Participant, Role
@@ -60,6 +61,12 @@ def key_row(values: Any) -> KeyRow:
     """A :class:`KeyRow` from a result row in :data:`KEY_QUERY`'s column order."""
     key, participant, secret_hash, scopes, revoked_at, role = values
     return KeyRow(key, participant, secret_hash, list(scopes), revoked_at, Role(role))
+
+
+def read_key(db: Session | Connection, key_id: str) -> KeyRow | None:
+    """:data:`KEY_QUERY` through SQLAlchemy, in a session or on a connection."""
+    row = db.execute(KEY_QUERY, {"key_id": key_id}).one_or_none()
+    return key_row(row) if row is not None else None
 
 
 class KeyLookup(Protocol):
@@ -143,8 +150,7 @@ class SessionKeyLookup:
 
     def find_now(self, key_id: str) -> KeyRow | None:
         with self.engine.connect() as connection:
-            row = connection.execute(KEY_QUERY, {"key_id": key_id}).one_or_none()
-        return key_row(row) if row is not None else None
+            return read_key(connection, key_id)
 
     async def find(self, key_id: str) -> KeyRow | None:
         return await anyio.to_thread.run_sync(self.find_now, key_id)

@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from market.auth.keys import generate_key, hash_secret, parse_token, secret_matches
-from market.auth.lookup import KEY_QUERY, KeyRow, key_row
+from market.auth.lookup import KeyRow, read_key
 from market.auth.models import ApiKey
 from market.auth.principal import Principal, Scope
 from market.core import audit
@@ -83,8 +83,7 @@ def authenticate(session: Session, token: str, pepper: str) -> Principal | None:
     if parsed is None:
         return None
     key_id, secret = parsed
-    row = session.execute(KEY_QUERY, {"key_id": key_id}).one_or_none()
-    return principal_of(key_row(row) if row is not None else None, secret, pepper)
+    return principal_of(read_key(session, key_id), secret, pepper)
 
 
 def principal_of(row: KeyRow | None, secret: str, pepper: str) -> Principal | None:
