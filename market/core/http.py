@@ -7,7 +7,7 @@ body carries ``errors: [{field, reason}]`` when a field is at fault.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
 import msgspec
@@ -199,6 +199,19 @@ def _commit_and_close(session: Session) -> None:
         session.close()
 
 
+ResultT = TypeVar("ResultT")
+
+
+def committed(session: Session, result: ResultT) -> ResultT:
+    """Commit the request's unit of work here, in the handler's worker thread, and return ``result``.
+
+    For the hot write handlers without an ``Idempotency-Key`` (a revision): :func:`provide_db_session`
+    then has nothing left to commit and closes the session without another hand-off to a thread.
+    A failed commit raises here, before any response exists, as it would there."""
+    session.commit()
+    return result
+
+
 async def provide_db_session(state: State) -> AsyncGenerator[Session, None]:
     """The request's unit of work: one session, committed when the handler has returned and before
     the response is sent, rolled back when it raised.
@@ -245,10 +258,13 @@ class ApiKeyAuthentication(AbstractAuthenticationMiddleware):
         return AuthenticationResult(user=principal, auth=principal.api_key_id)
 
 
-def requires(scope: Scope) -> Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], None]:
-    """A guard: the caller's key must carry ``scope``."""
+def requires(scope: Scope) -> Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], Awaitable[None]]:
+    """A guard: the caller's key must carry ``scope``.
 
-    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    A coroutine function, though it awaits nothing: Litestar runs a plain function guard in a worker
+    thread (``AsyncCallable``), a hand-off to a thread and back for a set lookup, on every request."""
+
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
         principal: Principal = connection.user
         if scope not in principal.scopes:
             raise PermissionDeniedException(detail=f"this endpoint needs an API key with the scope {scope.value!r}")

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from market.auth.principal import Principal, Scope
 from market.core.db import utcnow
-from market.core.http import OnePassJSON, requires
+from market.core.http import OnePassJSON, committed, requires
 from market.core.idempotency import Idempotency
 from market.core.queries import Page
 from market.orders import service
@@ -105,7 +105,7 @@ class FlexRequestController(Controller):
         request_id: FromPath[uuid.UUID],
         data: JSONBody[FlexRequestCreate],
     ) -> FlexRequestRead:
-        return service.revise_request(db_session, principal, request_id, data, utcnow())
+        return committed(db_session, service.revise_request(db_session, principal, request_id, data, utcnow()))
 
     @post(
         "/{request_id:uuid}/revoke",
@@ -204,7 +204,7 @@ class FlexOfferController(Controller):
         offer_id: FromPath[uuid.UUID],
         data: JSONBody[FlexOfferCreate],
     ) -> FlexOfferRead:
-        return service.revise_offer(db_session, principal, offer_id, data, utcnow())
+        return committed(db_session, service.revise_offer(db_session, principal, offer_id, data, utcnow()))
 
     @post(
         "/{offer_id:uuid}/revoke",

@@ -17,13 +17,14 @@ from typing import Any
 import msgspec
 import psycopg
 from psycopg import sql
-from sqlalchemy import Select, bindparam, insert, or_, select
+from sqlalchemy import Select, bindparam, insert, or_, select, update
 from sqlalchemy.orm import InstrumentedAttribute, Session
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.sql import Executable
 
 from market.auth.principal import Principal
 from market.core import audit
-from market.core.errors import FieldError, Forbidden, GateClosed, InvalidInput, NotFound
+from market.core.errors import Conflict, FieldError, Forbidden, GateClosed, InvalidInput, NotFound
 from market.core.queries import Page, paginate
 from market.core.schema import error_field
 from market.grid.models import CongestionPoint
@@ -240,13 +241,38 @@ def _audit_names(order: FlexRequest | FlexOffer) -> tuple[str, str]:
     return ("offer", "flex_offer") if isinstance(order, FlexOffer) else ("request", "flex_request")
 
 
-def _revise(session: Session, principal: Principal, order: FlexRequest | FlexOffer, values: dict[str, Any]) -> None:
+# The SET clause comes from the parameters' column names; a statement built per request (``values()``)
+# cost more than the round trip.
+_UPDATE_UNCHANGED = {
+    model: update(model).where(
+        model.id == bindparam("read_id"), model.revision == bindparam("read_revision"), model.revoked_at.is_(None)
+    )
+    for model in (FlexRequest, FlexOffer)
+}
+
+
+def _write(session: Session, order: FlexRequest | FlexOffer, changes: dict[str, Any], what: str) -> None:
+    """Write ``changes`` to the order's row with one Core UPDATE (no unit-of-work flush), and into the
+    loaded object as its committed state.
+
+    Only if the row is still as it was read, an active revision not revoked: two requests that
+    read the same revision race, and the one whose UPDATE comes second finds no row and gets a 409
+    (PostgreSQL re-checks the condition after the first commits) instead of silently overwriting
+    the first and logging a ``before`` that no longer was."""
+    statement = _UPDATE_UNCHANGED[type(order)]
+    result = session.connection().execute(statement, {**changes, "read_id": order.id, "read_revision": order.revision})
+    if result.rowcount != 1:
+        raise Conflict.on("revision", f"the {what} was changed by another request meanwhile; read it and retry")
+    for name, value in changes.items():
+        set_committed_value(order, name, value)
+
+
+def _revise(
+    session: Session, principal: Principal, order: FlexRequest | FlexOffer, values: dict[str, Any], what: str
+) -> None:
     """Apply a validated revision: the new values, one revision more, and a new time priority."""
     before = audit.snapshot(order)
-    for name, value in values.items():
-        setattr(order, name, value)
-    order.revision += 1
-    session.flush()
+    _write(session, order, {**values, "revision": order.revision + 1}, what)
     prefix, kind = _audit_names(order)
     audit.record(
         session, f"{prefix}.revise", kind, order.id, before=before, after=audit.snapshot(order), principal=principal
@@ -260,8 +286,7 @@ def _revoke(
     if order.revoked_at is None:
         _require_open(order, market, now, what)
         before = audit.snapshot(order)
-        order.revoked_at = now
-        session.flush()
+        _write(session, order, {"revoked_at": now}, what)
         prefix, kind = _audit_names(order)
         audit.record(
             session, f"{prefix}.revoke", kind, order.id, before=before, after=audit.snapshot(order), principal=principal
@@ -276,7 +301,7 @@ def revise_request(
     cache = MarketCache(session)
     _require_open(request, cache.get(request.market_id), now, "request")
     market, values = _request_values(session, principal, data, now)
-    _revise(session, principal, request, values)
+    _revise(session, principal, request, values, "request")
     return request_read(request, market, now)
 
 
@@ -628,7 +653,7 @@ def revise_offer(
     market, values, errors, gate = _offer_values(data, Resources.of(session, principal, [data]), markets, now)
     _check(errors, gate, "offer")
     assert market is not None  # noqa: S101 - no errors means a market
-    _revise(session, principal, offer, values)
+    _revise(session, principal, offer, values, "offer")
     return offer_read(offer, market, now)
 
 

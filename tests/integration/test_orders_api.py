@@ -3,6 +3,8 @@ revocation, the all-or-nothing batch, idempotency and listing."""
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import date, timedelta
 from typing import Any
 
@@ -10,12 +12,12 @@ import msgspec
 import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session, sessionmaker
 
 from market.core.audit import AuditEvent
 from market.core.db import utcnow
-from market.core.errors import InvalidInput
+from market.core.errors import Conflict, InvalidInput
 from market.orders import service
 from market.orders.models import FlexOffer, FlexRequest
 from market.orders.schemas import FlexOfferCreate
@@ -231,6 +233,69 @@ def test_revise_then_revoke(client: TestClient[Litestar], w: World) -> None:
     assert again.status_code == 409
     assert "revoked" in _fields(again)["state"]
     assert client.post(f"{OFFERS}/{made['id']}/revoke", headers=w.household.headers).status_code == 200
+
+
+def _wait_for_lock_wait(db: Session, pid: int) -> None:
+    """Until the backend ``pid`` waits for a row lock (at most 10 s)."""
+    deadline = time.monotonic() + 10
+    query = text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid AND wait_event_type = 'Lock'")
+    while not db.execute(query, {"pid": pid}).scalar_one():
+        db.rollback()  # pg_stat_activity is a snapshot per transaction
+        assert time.monotonic() < deadline, "the second revision never waited for the first"
+        time.sleep(0.01)
+    db.rollback()
+
+
+@pytest.mark.parametrize("second", ["revise", "revoke"])
+def test_a_change_racing_a_revision_gets_409_not_a_lost_update(
+    client: TestClient[Litestar], w: World, db: Session, session_factory: sessionmaker[Session], second: str
+) -> None:
+    """Two requests read revision 1; the first revises it and holds its row until it commits. The
+    second, which read revision 1 too, waits for that row and must then find it changed (409), not
+    write over the first revision or log a ``before`` that no longer was."""
+    made = client.post(OFFERS, json=w.offer(), headers=w.household.headers).json()
+    principal = w.household.principal
+    first = session_factory()
+    service.revise_offer(first, principal, made["id"], _offer_data(w, price_per_mwh="99"), utcnow())
+    outcome: dict[str, Any] = {}
+
+    def race() -> None:
+        with session_factory() as session:
+            outcome["pid"] = session.execute(text("SELECT pg_backend_pid()")).scalar_one()
+            try:
+                if second == "revise":
+                    service.revise_offer(session, principal, made["id"], _offer_data(w, price_per_mwh="77"), utcnow())
+                else:
+                    service.revoke_offer(session, principal, made["id"], utcnow())
+                session.commit()
+                outcome["result"] = "stored"
+            except Conflict as exc:
+                outcome["result"] = exc
+
+    racer = threading.Thread(target=race)
+    racer.start()
+    deadline = time.monotonic() + 10
+    while "pid" not in outcome and time.monotonic() < deadline:
+        time.sleep(0.005)
+    _wait_for_lock_wait(db, outcome["pid"])
+    first.commit()
+    first.close()
+    racer.join(timeout=10)
+    refused = outcome["result"]
+    assert isinstance(refused, Conflict), refused
+    assert refused.errors[0].field == "revision"
+    stored = client.get(f"{OFFERS}/{made['id']}", headers=w.household.headers).json()
+    assert (stored["revision"], stored["price_per_mwh"], stored["state"]) == (2, "99", "active")
+    db.expire_all()
+    actions = db.scalars(select(AuditEvent.action).where(AuditEvent.object_id == made["id"])).all()
+    assert sorted(actions) == ["offer.create", "offer.revise"]
+    # Read again, the change goes through.
+    retried = client.put(f"{OFFERS}/{made['id']}", json=w.offer(price_per_mwh="77"), headers=w.household.headers)
+    assert (retried.status_code, retried.json()["revision"]) == (200, 3)
+
+
+def _offer_data(w: World, **overrides: Any) -> FlexOfferCreate:
+    return msgspec.convert(w.offer(**overrides), FlexOfferCreate, strict=False)
 
 
 def test_revising_into_a_closed_gate_is_409(client: TestClient[Litestar], w: World) -> None:
