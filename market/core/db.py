@@ -18,6 +18,7 @@ from decimal import Context, Decimal
 from enum import StrEnum
 from typing import Any, ClassVar
 
+import msgspec
 from advanced_alchemy.types import DateTimeUTC
 from sqlalchemy import BigInteger, Dialect, Enum, MetaData, Numeric, create_engine, event
 from sqlalchemy.engine import Engine, make_url
@@ -214,7 +215,17 @@ def make_engine(url: str, *, echo: bool = False, pool_size: int = 10) -> Engine:
         engine = create_engine(url, echo=echo, connect_args={"check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    engine = create_engine(url, echo=echo, pool_size=pool_size, max_overflow=pool_size)
+    # JSON columns (an offer's profile and tranches, every audit event's before and after) through
+    # msgspec's C codec rather than the json module, which psycopg calls by default: json.dumps
+    # was 3 % of the API server's Python time under the offer mix. psycopg takes the bytes as they come.
+    engine = create_engine(
+        url,
+        echo=echo,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        json_serializer=msgspec.json.encode,
+        json_deserializer=msgspec.json.decode,
+    )
     _ping_if_the_server_spoke(engine)
     return engine
 

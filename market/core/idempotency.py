@@ -111,7 +111,9 @@ class Idempotency:
 
 async def provide_idempotency(request: Request[Any, Any, State]) -> Idempotency:
     key = request.headers.get(HEADER)
-    if key is not None and not _KEY.fullmatch(key):
+    if key is None:
+        return Idempotency(key=None, fingerprint="")  # nothing to remember: no fingerprint needed
+    if not _KEY.fullmatch(key):
         raise InvalidInput.on(f"header.{HEADER}", "must be 1 to 255 visible ASCII characters")
     digest = hashlib.sha256()
     digest.update(f"{request.method} {request.url.path}?{request.url.query}\n".encode())
