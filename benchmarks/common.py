@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time as clock_time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
@@ -357,11 +357,21 @@ class KeepAliveConnection:
 class ApiServer:
     """``flexmarket serve`` on a free loopback port, in its own process group, logging to a file."""
 
-    def __init__(self, database_url: str, pepper: str, log_path: Path, *, workers: int = 1) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        pepper: str,
+        log_path: Path,
+        *,
+        workers: int = 1,
+        environment: Mapping[str, str] | None = None,
+    ) -> None:
         self.database_url = database_url
         self.pepper = pepper
         self.log_path = log_path
         self.workers = workers
+        self.environment = dict(environment or {})
+        """More ``FLEX_*`` settings, e.g. a broker (default: the embedded mode, tasks in-process)."""
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -391,7 +401,7 @@ class ApiServer:
         ]
 
     def __enter__(self) -> ApiServer:
-        env = {**os.environ, "FLEX_API_KEY_PEPPER": self.pepper, "FLEX_ENVIRONMENT": "embedded"}
+        env = {**os.environ, "FLEX_API_KEY_PEPPER": self.pepper, "FLEX_ENVIRONMENT": "embedded", **self.environment}
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(  # noqa: S603 - our own CLI, arguments built here
                 self.command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -491,27 +501,36 @@ def _ours(cmdline: str, database: str) -> bool:
     return f" {database} " in cmdline or not ("(" in cmdline or "[local]" in cmdline)
 
 
-def cpu_sample(server_pid: int, database_url: str) -> CpuSample:
-    """CPU seconds used so far, per process, by this process (``client``), the API server's process
-    tree (``server``), PostgreSQL for our database (``postgres``: its backends and the shared
-    background processes), and the whole machine (``machine``)."""
-    stats = _processes()
-    tree = {server_pid}
+def _tree(stats: dict[int, tuple[str, int, float]], root: int) -> set[int]:
+    """``root`` and its descendants."""
+    tree = {root}
     grew = True
     while grew:
         children = {pid for pid, (_, ppid, _) in stats.items() if ppid in tree} - tree
         tree |= children
         grew = bool(children)
+    return tree
+
+
+def cpu_sample(server_pid: int, database_url: str, worker_pid: int | None = None) -> CpuSample:
+    """CPU seconds used so far, per process, by this process (``client``), the API server's process
+    tree (``server``), the Celery worker's tree if there is one (``worker``), PostgreSQL for our
+    database (``postgres``: its backends and the shared background processes), and the whole
+    machine (``machine``)."""
+    stats = _processes()
     me = os.getpid()
     database = database_url.rsplit("/", 1)[1]
-    return {
+    sample = {
         "client": {me: stats[me][2]} if me in stats else {},
-        "server": {pid: stats[pid][2] for pid in tree if pid in stats},
+        "server": {pid: stats[pid][2] for pid in _tree(stats, server_pid) if pid in stats},
         "postgres": {
             pid: cpu for pid, (name, _, cpu) in stats.items() if name == "postgres" and _ours(_cmdline(pid), database)
         },
         "machine": {0: _machine_busy()},
     }
+    if worker_pid is not None:
+        sample["worker"] = {pid: stats[pid][2] for pid in _tree(stats, worker_pid) if pid in stats}
+    return sample
 
 
 def cpu_used(before: CpuSample, after: CpuSample) -> dict[str, float]:
@@ -522,7 +541,7 @@ def cpu_used(before: CpuSample, after: CpuSample) -> dict[str, float]:
         group: sum(cpu - before[group].get(pid, 0.0) for pid, cpu in processes.items())
         for group, processes in after.items()
     }
-    used["other"] = max(0.0, used["machine"] - used["client"] - used["server"] - used["postgres"])
+    used["other"] = max(0.0, used["machine"] - sum(v for group, v in used.items() if group != "machine"))
     return {group: round(seconds, 2) for group, seconds in used.items()}
 
 

@@ -14,11 +14,14 @@ when the answer arrives), for three phases in the same run:
 3. the mix, ``--duration`` seconds: 70 % ``POST /api/v1/flex-offers`` (one offer, 4 ISPs, the
    realistic mix of benchmarks/common.py), 20 % ``PUT`` revising one of the thread's live offers,
    10 % ``POST .../revoke`` of one. Halfway through, this process (the operator) POSTs the clearing
-   of another day (a book of ``--book-offers`` offers, moved a week back so its gate has closed);
-   the clearing runs inside the API server (in-process jobs), competing with the load.
+   of another day (a book of ``--book-offers`` offers, moved a week back so its gate has closed).
+   As in production, the API hands the clearing to a Celery worker on Redis (``flexmarket worker``,
+   one process on the same 2 cores), which clears while the load goes on, and the rate limiter
+   counts in the same Redis; ``--jobs in-process`` runs the clearing inside the API server instead
+   (the embedded mode, in-memory rate limiter).
 
 Reported: throughput, p50/p95/p99 latency and errors per phase and per operation, the mix's figures
-before / while / after the clearing, CPU per group (load generator, server, PostgreSQL, others),
+before / while / after the clearing, CPU per group (load generator, server, worker, PostgreSQL, others),
 ``os.cpu_count()``. Run from the repository root::
 
     .venv/bin/python -m benchmarks.load_test [--duration 60] [--clients 16] [--workers 2]
@@ -27,10 +30,12 @@ before / while / after the clearing, CPU per group (load generator, server, Post
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing
 import os
 import random
+import signal
 import subprocess
 import sys
 import tempfile
@@ -62,6 +67,7 @@ from benchmarks.common import (
     cpu_used,
     environment,
     environment_markdown,
+    flexmarket_executable,
     free_port,
     percentile,
     say,
@@ -111,6 +117,17 @@ def parse_args() -> argparse.Namespace:
         default=20.0,
         help="after the mix, run it this long again under py-spy, apart from the figures (0: off)",
     )
+    parser.add_argument(
+        "--jobs",
+        choices=("worker", "in-process"),
+        default="worker",
+        help="where the clearing runs: a Celery worker on Redis (production) or inside the API server (embedded)",
+    )
+    parser.add_argument(
+        "--redis-url",
+        default=os.environ.get("FLEX_BENCH_REDIS_URL", "redis://127.0.0.1:6379/9"),
+        help="broker and rate-limit counters for --jobs worker (a Redis database the tests do not use)",
+    )
     parser.add_argument("--admin-url", default=DEFAULT_ADMIN_URL)
     return parser.parse_args()
 
@@ -136,6 +153,8 @@ class Phase:
     database_url: str
     clearing_at_s: float | None = None
     """Seconds into the recorded window at which the parent triggers the clearing (mix only)."""
+    worker_pid: int | None = None
+    """The Celery worker's, whose CPU is counted apart (``--jobs worker``)."""
 
 
 @dataclass
@@ -216,9 +235,9 @@ def run_phase(phase: Phase) -> dict[str, Any]:
     t0[0] = time.perf_counter()
     barrier.wait()
     time.sleep(phase.warmup_s)
-    before = cpu_sample(phase.server_pid, phase.database_url)
+    before = cpu_sample(phase.server_pid, phase.database_url, phase.worker_pid)
     time.sleep(phase.duration_s)
-    after = cpu_sample(phase.server_pid, phase.database_url)
+    after = cpu_sample(phase.server_pid, phase.database_url, phase.worker_pid)
     for thread in threads:
         thread.join(timeout=60)
     records = sorted(r for log in logs for r in log.records)
@@ -322,6 +341,93 @@ def prepare_closed_day(
                 (start, end),
             )
     return day - timedelta(days=7)
+
+
+class CeleryWorker:
+    """``flexmarket worker --concurrency 1`` on the Redis broker, in its own process group: the
+    production layout's worker, which takes the clearing the API hands it."""
+
+    def __init__(self, database_url: str, pepper: str, redis_url: str, log_path: Path) -> None:
+        self.command = [
+            str(flexmarket_executable()), "--database-url", database_url, "worker", "--concurrency", "1",
+        ]  # fmt: skip
+        self.environment = {
+            **os.environ,
+            "FLEX_BROKER_URL": redis_url,
+            "FLEX_API_KEY_PEPPER": pepper,
+            "FLEX_ENVIRONMENT": "embedded",
+        }
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        if self.process is None:
+            raise RuntimeError("the worker is not running")
+        return self.process.pid
+
+    def __enter__(self) -> CeleryWorker:
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(  # noqa: S603 - our own CLI, arguments built here
+                self.command, env=self.environment, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        deadline = time.monotonic() + 60
+        while " ready." not in self.log_path.read_text(errors="replace"):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.__exit__()
+                raise RuntimeError(f"the worker did not start:\n{self.log_path.read_text(errors='replace')[-3000:]}")
+            time.sleep(0.1)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+    def log_problems(self) -> list[str]:
+        """Lines of the worker's log at WARNING or above, and tracebacks."""
+        text = self.log_path.read_text(errors="replace")
+        return [
+            line for line in text.splitlines() if any(w in line for w in ("WARNING", "ERROR", "CRITICAL", "Traceback"))
+        ]
+
+
+def clear_and_wait(base_url: str, market_id: uuid.UUID, day: date, operator_token: str) -> dict[str, Any]:
+    """The operator clears ``day``: in-process the answer is the run (201); with a worker it is 202
+    and the run is read back from the market's clearings once it is stored. ``began`` and ``ended``
+    (perf_counter) bound the clearing as the load saw it."""
+    headers = {"Authorization": f"Bearer {operator_token}"}
+    clearings = f"{base_url}/api/v1/markets/{market_id}/clearings"
+    began = time.perf_counter()
+    response = httpx.post(clearings, json={"day": day.isoformat()}, headers=headers, timeout=600)
+    run: dict[str, Any] = response.json()
+    if response.status_code == httpx.codes.ACCEPTED:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            runs = httpx.get(clearings, params={"limit": 100}, headers=headers, timeout=30).json()["items"]
+            done = [r for r in runs if r["delivery_day"] == day.isoformat()]
+            if done:
+                run = done[0]
+                break
+            time.sleep(0.05)
+        else:
+            raise TimeoutError(f"the worker did not clear {day} within 600 s")
+    ended = time.perf_counter()
+    return {
+        "status": response.status_code,
+        "day": day.isoformat(),
+        "seconds": round(ended - began, 2),
+        "offer_count": run.get("offer_count"),
+        "request_count": run.get("request_count"),
+        "award_count": run.get("award_count"),
+        "duration_ms_stored": run.get("duration_ms"),
+        "began": began,
+        "ended": ended,
+    }
 
 
 class NoopServer:
@@ -477,11 +583,21 @@ def main() -> None:
         sites = tuple(s.site_ids[0] for s in world.sellers)
         phases: list[dict[str, Any]] = []
         clearing: dict[str, Any] = {}
-        with (
-            multiprocessing.get_context("spawn").Pool(1) as load_generator,
-            ApiServer(database_url, world.pepper, Path(tmp) / "server.log", workers=args.workers) as api,
-        ):
-            say(f"server with {args.workers} worker(s) at {api.base_url}")
+        with_worker = args.jobs == "worker"
+        settings = {"FLEX_BROKER_URL": args.redis_url} if with_worker else {}
+        with contextlib.ExitStack() as stack:
+            load_generator = stack.enter_context(multiprocessing.get_context("spawn").Pool(1))
+            api = stack.enter_context(
+                ApiServer(
+                    database_url, world.pepper, Path(tmp) / "server.log", workers=args.workers, environment=settings
+                )
+            )
+            worker = (
+                stack.enter_context(CeleryWorker(database_url, world.pepper, args.redis_url, Path(tmp) / "worker.log"))
+                if with_worker
+                else None
+            )
+            say(f"server with {args.workers} worker(s) at {api.base_url}; clearing {args.jobs}")
             closed_day = prepare_closed_day(
                 api.base_url, database_url, world, utility_token, tokens[0], sites[0], args.book_offers
             )
@@ -501,6 +617,7 @@ def main() -> None:
                     duration,
                     pid,
                     database_url,
+                    worker_pid=worker.pid if worker is not None else None,
                 )
 
             me = load_generator.apply(
@@ -518,24 +635,8 @@ def main() -> None:
 
             mix = load_generator.apply_async(run_phase, (phase("offer mix", "mix", api.base_url, args.duration),))
             time.sleep(args.warmup + args.duration / 2)
-            began = time.perf_counter()
-            response = httpx.post(
-                f"{api.base_url}/api/v1/markets/{world.market_id}/clearings",
-                json={"day": closed_day.isoformat()},
-                headers={"Authorization": f"Bearer {operator_token}"},
-                timeout=600,
-            )
-            ended = time.perf_counter()
-            run = response.json()
-            clearing = {
-                "status": response.status_code,
-                "day": closed_day.isoformat(),
-                "seconds": round(ended - began, 2),
-                "offer_count": run.get("offer_count"),
-                "request_count": run.get("request_count"),
-                "award_count": run.get("award_count"),
-                "duration_ms_stored": run.get("duration_ms"),
-            }
+            clearing = clear_and_wait(api.base_url, world.market_id, closed_day, operator_token)
+            began, ended = clearing.pop("began"), clearing.pop("ended")
             say(f"  clearing of {closed_day}: {clearing}")
             result = mix.get(timeout=args.duration * 4 + 600)
             # perf_counter is CLOCK_MONOTONIC on Linux, one clock for every process on the machine.
@@ -549,6 +650,7 @@ def main() -> None:
                 lambda name, duration: phase(name, "mix", api.base_url, duration),
             )
             problems = api.log_problems()
+            worker_problems = worker.log_problems() if worker is not None else []
         with psycopg.connect(database_url) as conn:
             row = conn.execute(
                 b"SELECT CASE WHEN revoked_at IS NOT NULL THEN 'revoked' WHEN revision > 1 THEN 'revised' "
@@ -563,6 +665,7 @@ def main() -> None:
         "phases": phases,
         "offers_stored_by_status": stored,
         "server_log_problems": problems,
+        "worker_log_problems": worker_problems,
         "server_profile": profile,
     }
     write_results("load_test", report, markdown(report))
@@ -580,7 +683,7 @@ def _row(name: str, s: dict[str, Any], ref: float | None) -> str:
     )
 
 
-def _reading(me: dict[str, Any], noop: dict[str, Any], mix: dict[str, Any]) -> list[str]:
+def _reading(me: dict[str, Any], noop: dict[str, Any], mix: dict[str, Any], *, in_server: bool) -> list[str]:
     """What the figures say about the ceiling: CPU per request of the server and PostgreSQL."""
 
     def per_request(phase: dict[str, Any], group: str) -> float:
@@ -596,9 +699,13 @@ def _reading(me: dict[str, Any], noop: dict[str, Any], mix: dict[str, Any]) -> l
         f"{cores} cores given to the server and PostgreSQL and nothing else running, the ceiling would be about "
         f"{1000 * cores / mix_ms:.0f} offer requests/s ({1000 * cores / me_ms:.0f} for `/me`), against the target "
         f"of {TARGET_RPS}: the server's CPU per offer request bounds the throughput, not the network (Python: "
-        "uvicorn, Litestar and asyncio per request, the ORM and psycopg for four to six statements, validation; "
-        "the mix's server CPU also holds the clearing, which runs inside the server); p99 follows from queueing "
-        f"{mix['clients']} clients on that CPU.",
+        "uvicorn, Litestar and asyncio per request, the ORM and psycopg for four to six statements, validation"
+        + (
+            "; the mix's server CPU also holds the clearing, which runs inside the server"
+            if in_server
+            else "; the clearing's CPU is the worker's, counted apart"
+        )
+        + f"); p99 follows from queueing {mix['clients']} clients on that CPU.",
     ]
 
 
@@ -616,14 +723,20 @@ def markdown(report: dict[str, Any]) -> list[str]:
         "",
         *environment_markdown(report["environment"]),
         f"- server: `flexmarket serve --workers {args['workers']}` on loopback, PostgreSQL database of its own, "
-        f"{args['households']} households (site + key each), 10 feeders; jobs in-process (the clearing runs inside "
-        "the API server)",
+        f"{args['households']} households (site + key each), 10 feeders; "
+        + (
+            "jobs on a Celery worker (`flexmarket worker --concurrency 1`) with Redis as broker and rate-limit store, "
+            "as in production: the clearing runs in the worker, on the same cores"
+            if args.get("jobs", "in-process") == "worker"
+            else "jobs in-process (the clearing runs inside the API server), rate limits counted in memory"
+        ),
         f"- load: a second process, {args['clients']} threads, closed loop (keep-alive http.client connections), "
         f"{args['warmup']} s warm-up per phase; references {args['reference_duration']} s each, mix "
         f"{args['duration']} s: 70 % single-offer POST, 20 % PUT revision, 10 % revoke",
         f"- halfway through the mix the operator cleared {clearing['day']} ({clearing['offer_count']} offers, "
-        f"{clearing['request_count']} requests, {clearing['award_count']} awards): HTTP {clearing['status']} "
-        f"in {clearing['seconds']} s",
+        f"{clearing['request_count']} requests, {clearing['award_count']} awards): HTTP {clearing['status']}, "
+        f"the run stored {clearing['seconds']} s after the request (the clearing itself: "
+        f"{clearing['duration_ms_stored'] / 1000:.2f} s)",
         f"- targets (2 cores): ≥ {TARGET_RPS} single-offer requests/s, p99 ≤ {TARGET_P99_MS} ms, 0 errors",
         "",
         "| phase / operation | requests | req/s | × /me | p50 ms | p95 ms | p99 ms | max ms | errors |",
@@ -636,22 +749,23 @@ def markdown(report: dict[str, Any]) -> list[str]:
     lines += [_row(f"mix {k.replace('_', ' ')}", s, ref) for k, s in mix.get("around_clearing", {}).items()]
     lines += [
         "",
-        "| phase | cores busy: load gen / server / postgres / other processes | CPU ms per request: server / "
-        "postgres |",
+        "| phase | cores busy: load gen / server / worker / postgres / other processes | CPU ms per request: "
+        "server / postgres |",
         "|---|---|---|",
         *[
             f"| {p['phase']} | {p['cores_busy']['client']} / {p['cores_busy']['server']} / "
-            f"{p['cores_busy']['postgres']} / {p['cores_busy']['other']} | {_per_request(p, 'server')} / "
-            f"{_per_request(p, 'postgres')} |"
+            f"{p['cores_busy'].get('worker', '-')} / {p['cores_busy']['postgres']} / {p['cores_busy']['other']} | "
+            f"{_per_request(p, 'server')} / {_per_request(p, 'postgres')} |"
             for p in phases
         ],
         "",
         *contamination_note({p["phase"]: p["cores_busy"]["other"] for p in phases}),
         "",
-        *_reading(me, noop, mix),
+        *_reading(me, noop, mix, in_server=args.get("jobs", "in-process") == "in-process"),
         "",
         f"Offers stored at the end, by status: {report['offers_stored_by_status']}.",
-        f"Server log lines other than INFO: {report['server_log_problems']['count']}.",
+        f"Server log lines other than INFO: {report['server_log_problems']['count']}. "
+        f"Worker log lines at WARNING or above: {len(report.get('worker_log_problems', []))}.",
         "",
     ]
     if profile := report.get("server_profile"):
