@@ -251,28 +251,47 @@ _UPDATE_UNCHANGED = {
 }
 
 
-def _write(session: Session, order: FlexRequest | FlexOffer, changes: dict[str, Any], what: str) -> None:
+def _write(session: Session, order: FlexRequest | FlexOffer, changes: dict[str, Any]) -> bool:
     """Write ``changes`` to the order's row with one Core UPDATE (no unit-of-work flush), and into the
-    loaded object as its committed state.
+    loaded object as its committed state; True if written.
 
-    Only if the row is still as it was read, an active revision not revoked: two requests that
-    read the same revision race, and the one whose UPDATE comes second finds no row and gets a 409
-    (PostgreSQL re-checks the condition after the first commits) instead of silently overwriting
-    the first and logging a ``before`` that no longer was."""
+    Only if the row is still as it was read, at the same revision and not revoked. Of two requests
+    that read the same revision, the one whose UPDATE comes second finds no row (PostgreSQL checks
+    the condition again once the first has committed) and gets False, instead of silently
+    overwriting the first and logging a ``before`` that no longer was."""
     statement = _UPDATE_UNCHANGED[type(order)]
     result = session.connection().execute(statement, {**changes, "read_id": order.id, "read_revision": order.revision})
     if result.rowcount != 1:
-        raise Conflict.on("revision", f"the {what} was changed by another request meanwhile; read it and retry")
+        return False
     for name, value in changes.items():
         set_committed_value(order, name, value)
+    return True
+
+
+def _changed_meanwhile(
+    session: Session, order: FlexRequest | FlexOffer, market: Market, now: datetime, what: str
+) -> Conflict:
+    """The error for a change that lost a race: the order read again, a 409 on its state if it is no
+    longer active (revoked, say), else on its revision."""
+    session.refresh(order)
+    _require_open(order, market, now, what)
+    return Conflict.on("revision", f"the {what} was revised by another request meanwhile; read it and retry")
 
 
 def _revise(
-    session: Session, principal: Principal, order: FlexRequest | FlexOffer, values: dict[str, Any], what: str
+    session: Session,
+    principal: Principal,
+    order: FlexRequest | FlexOffer,
+    values: dict[str, Any],
+    market: Market,
+    now: datetime,
+    what: str,
 ) -> None:
-    """Apply a validated revision: the new values, one revision more, and a new time priority."""
+    """Apply a validated revision: the new values, one revision more, and a new time priority. A
+    revision that lost a race is refused (409): its values were validated against the order as read."""
     before = audit.snapshot(order)
-    _write(session, order, {**values, "revision": order.revision + 1}, what)
+    if not _write(session, order, {**values, "revision": order.revision + 1}):
+        raise _changed_meanwhile(session, order, market, now, what)
     prefix, kind = _audit_names(order)
     audit.record(
         session, f"{prefix}.revise", kind, order.id, before=before, after=audit.snapshot(order), principal=principal
@@ -282,15 +301,31 @@ def _revise(
 def _revoke(
     session: Session, principal: Principal, order: FlexRequest | FlexOffer, market: Market, now: datetime, what: str
 ) -> None:
-    """Revoke before gate closure; revoking a revoked order again changes nothing (and logs nothing)."""
-    if order.revoked_at is None:
+    """Revoke before gate closure; revoking a revoked order again changes nothing (and logs nothing).
+
+    A revocation that lost a race reads the order again once: revoked meanwhile, there is nothing
+    left to do; revised meanwhile, it revokes the new revision (the revocation does not depend on
+    the values it read)."""
+    for attempt in range(2):
+        if order.revoked_at is not None:
+            return
         _require_open(order, market, now, what)
         before = audit.snapshot(order)
-        _write(session, order, {"revoked_at": now}, what)
-        prefix, kind = _audit_names(order)
-        audit.record(
-            session, f"{prefix}.revoke", kind, order.id, before=before, after=audit.snapshot(order), principal=principal
-        )
+        if _write(session, order, {"revoked_at": now}):
+            prefix, kind = _audit_names(order)
+            audit.record(
+                session,
+                f"{prefix}.revoke",
+                kind,
+                order.id,
+                before=before,
+                after=audit.snapshot(order),
+                principal=principal,
+            )
+            return
+        if attempt == 0:
+            session.refresh(order)
+    raise _changed_meanwhile(session, order, market, now, what)
 
 
 def revise_request(
@@ -299,9 +334,10 @@ def revise_request(
     request = _own_request(session, principal, request_id)
     _require_utility(principal)
     cache = MarketCache(session)
-    _require_open(request, cache.get(request.market_id), now, "request")
+    current = cache.get(request.market_id)
+    _require_open(request, current, now, "request")
     market, values = _request_values(session, principal, data, now)
-    _revise(session, principal, request, values, "request")
+    _revise(session, principal, request, values, current, now, "request")
     return request_read(request, market, now)
 
 
@@ -649,11 +685,12 @@ def revise_offer(
     markets = MarketCache(session)
     offer = _own_offer(session, principal, offer_id, markets)
     _require_seller(principal)
-    _require_open(offer, markets.get(offer.market_id), now, "offer")
+    current = markets.get(offer.market_id)
+    _require_open(offer, current, now, "offer")
     market, values, errors, gate = _offer_values(data, Resources.of(session, principal, [data]), markets, now)
     _check(errors, gate, "offer")
     assert market is not None  # noqa: S101 - no errors means a market
-    _revise(session, principal, offer, values, "offer")
+    _revise(session, principal, offer, values, current, now, "offer")
     return offer_read(offer, market, now)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from datetime import date, timedelta
 from typing import Any
 
@@ -241,61 +242,89 @@ def _wait_for_lock_wait(db: Session, pid: int) -> None:
     query = text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid AND wait_event_type = 'Lock'")
     while not db.execute(query, {"pid": pid}).scalar_one():
         db.rollback()  # pg_stat_activity is a snapshot per transaction
-        assert time.monotonic() < deadline, "the second revision never waited for the first"
+        assert time.monotonic() < deadline, "the second change never waited for the first"
         time.sleep(0.01)
     db.rollback()
 
 
-@pytest.mark.parametrize("second", ["revise", "revoke"])
-def test_a_change_racing_a_revision_gets_409_not_a_lost_update(
-    client: TestClient[Litestar], w: World, db: Session, session_factory: sessionmaker[Session], second: str
+def _change(session: Session, w: World, offer_id: str, action: str, price: str) -> None:
+    if action == "revise":
+        data = msgspec.convert(w.offer(price_per_mwh=price), FlexOfferCreate, strict=False)
+        service.revise_offer(session, w.household.principal, uuid.UUID(offer_id), data, utcnow())
+    else:
+        service.revoke_offer(session, w.household.principal, uuid.UUID(offer_id), utcnow())
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "refusal", "stored", "events"),
+    [
+        # A revision that lost the race was validated against a revision that no longer is: 409.
+        ("revise", "revise", "revision", (2, "99", "active"), ["create", "revise"]),
+        ("revoke", "revise", "state", (1, "120.5", "revoked"), ["create", "revoke"]),
+        # A revocation does not depend on what it read: it revokes the new revision...
+        ("revise", "revoke", None, (2, "99", "revoked"), ["create", "revise", "revoke"]),
+        # ... or finds the order revoked already, which changes nothing and logs nothing.
+        ("revoke", "revoke", None, (1, "120.5", "revoked"), ["create", "revoke"]),
+    ],
+)
+def test_a_change_racing_another_never_overwrites_it(
+    client: TestClient[Litestar],
+    w: World,
+    db: Session,
+    session_factory: sessionmaker[Session],
+    first: str,
+    second: str,
+    refusal: str | None,
+    stored: tuple[int, str, str],
+    events: list[str],
 ) -> None:
-    """Two requests read revision 1; the first revises it and holds its row until it commits. The
-    second, which read revision 1 too, waits for that row and must then find it changed (409), not
-    write over the first revision or log a ``before`` that no longer was."""
+    """Two requests read revision 1 of an offer. The first changes it and holds its row until it
+    commits; the second, which read revision 1 too, waits for that row. It must then see the first
+    change: never write over it, nor log a ``before`` that no longer was."""
     made = client.post(OFFERS, json=w.offer(), headers=w.household.headers).json()
-    principal = w.household.principal
-    first = session_factory()
-    service.revise_offer(first, principal, made["id"], _offer_data(w, price_per_mwh="99"), utcnow())
     outcome: dict[str, Any] = {}
 
     def race() -> None:
         with session_factory() as session:
+            session.execute(text("SET lock_timeout = '20s'"))  # never hang the suite
             outcome["pid"] = session.execute(text("SELECT pg_backend_pid()")).scalar_one()
             try:
-                if second == "revise":
-                    service.revise_offer(session, principal, made["id"], _offer_data(w, price_per_mwh="77"), utcnow())
-                else:
-                    service.revoke_offer(session, principal, made["id"], utcnow())
+                _change(session, w, made["id"], second, "77")
                 session.commit()
                 outcome["result"] = "stored"
             except Conflict as exc:
                 outcome["result"] = exc
 
-    racer = threading.Thread(target=race)
-    racer.start()
-    deadline = time.monotonic() + 10
-    while "pid" not in outcome and time.monotonic() < deadline:
-        time.sleep(0.005)
-    _wait_for_lock_wait(db, outcome["pid"])
-    first.commit()
-    first.close()
-    racer.join(timeout=10)
-    refused = outcome["result"]
-    assert isinstance(refused, Conflict), refused
-    assert refused.errors[0].field == "revision"
-    stored = client.get(f"{OFFERS}/{made['id']}", headers=w.household.headers).json()
-    assert (stored["revision"], stored["price_per_mwh"], stored["state"]) == (2, "99", "active")
+    holder = session_factory()
+    racer = threading.Thread(target=race, daemon=True)
+    try:
+        _change(holder, w, made["id"], first, "99")
+        racer.start()
+        deadline = time.monotonic() + 10
+        while "pid" not in outcome and time.monotonic() < deadline:
+            time.sleep(0.005)
+        _wait_for_lock_wait(db, outcome["pid"])
+        holder.commit()
+    finally:
+        holder.rollback()
+        holder.close()
+    racer.join(timeout=30)
+    result = outcome.get("result")
+    if refusal is None:
+        assert result == "stored", result
+    else:
+        assert isinstance(result, Conflict), result
+        assert result.errors[0].field == refusal, result.errors
+    read = client.get(f"{OFFERS}/{made['id']}", headers=w.household.headers).json()
+    assert (read["revision"], read["price_per_mwh"], read["state"]) == stored
     db.expire_all()
-    actions = db.scalars(select(AuditEvent.action).where(AuditEvent.object_id == made["id"])).all()
-    assert sorted(actions) == ["offer.create", "offer.revise"]
-    # Read again, the change goes through.
-    retried = client.put(f"{OFFERS}/{made['id']}", json=w.offer(price_per_mwh="77"), headers=w.household.headers)
-    assert (retried.status_code, retried.json()["revision"]) == (200, 3)
-
-
-def _offer_data(w: World, **overrides: Any) -> FlexOfferCreate:
-    return msgspec.convert(w.offer(**overrides), FlexOfferCreate, strict=False)
+    logged = db.execute(
+        select(AuditEvent.action, AuditEvent.before).where(AuditEvent.object_id == uuid.UUID(made["id"]))
+    ).all()
+    assert sorted(a.removeprefix("offer.") for a, _ in logged) == sorted(events)
+    for action, before in logged:
+        if action == "offer.revoke":  # the state it revoked, as it was
+            assert before["revision"] == stored[0]
 
 
 def test_revising_into_a_closed_gate_is_409(client: TestClient[Litestar], w: World) -> None:
