@@ -52,6 +52,7 @@ from typing import Any
 
 import httpx
 import psycopg
+import redis
 
 from benchmarks.common import (
     CONNECTION_ERRORS,
@@ -367,6 +368,7 @@ class CeleryWorker:
         return self.process.pid
 
     def __enter__(self) -> CeleryWorker:
+        self._purge()
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(  # noqa: S603 - our own CLI, arguments built here
                 self.command, env=self.environment, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -379,14 +381,34 @@ class CeleryWorker:
             time.sleep(0.1)
         return self
 
+    def _purge(self) -> None:
+        """Drop the messages an aborted run may have left in the broker (late acks put an unfinished
+        task back): this run's worker must not clear a market of a dropped database. The Redis
+        database is the benchmark's own (``--redis-url``); only Celery's queue and unacked keys go."""
+        client = redis.Redis.from_url(self.environment["FLEX_BROKER_URL"])
+        try:
+            stale = [*client.scan_iter(match="celery*"), *client.scan_iter(match="unacked*")]
+            if stale:
+                client.delete(*stale)
+        finally:
+            client.close()
+
     def __exit__(self, *_: object) -> None:
-        if self.process is not None and self.process.poll() is None:
+        """SIGTERM to the whole process group (the pool's children too), SIGKILL after 30 s."""
+        if self.process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+            self.process.wait()
+
+    def failed(self, task_id: str) -> bool:
+        """Whether the worker logged the task's failure."""
+        return any(task_id in line and "raised unexpected" in line for line in self.log_problems())
 
     def log_problems(self) -> list[str]:
         """Lines of the worker's log at WARNING or above, and tracebacks."""
@@ -396,35 +418,50 @@ class CeleryWorker:
         ]
 
 
-def clear_and_wait(base_url: str, market_id: uuid.UUID, day: date, operator_token: str) -> dict[str, Any]:
+_STORED_RUN = (
+    b"SELECT offer_count, request_count, award_count, duration_ms FROM clearing_run "
+    b"WHERE market_id = %s AND delivery_day = %s"
+)
+
+
+def clear_and_wait(
+    base_url: str,
+    database_url: str,
+    market_id: uuid.UUID,
+    day: date,
+    operator_token: str,
+    worker: CeleryWorker | None,
+) -> dict[str, Any]:
     """The operator clears ``day``: in-process the answer is the run (201); with a worker it is 202
-    and the run is read back from the market's clearings once it is stored. ``began`` and ``ended``
-    (perf_counter) bound the clearing as the load saw it."""
-    headers = {"Authorization": f"Bearer {operator_token}"}
-    clearings = f"{base_url}/api/v1/markets/{market_id}/clearings"
+    and the run is read from the database once the worker has stored it (polled there, not through
+    the API under test). ``began`` and ``ended`` (perf_counter) bound the clearing as the load saw it."""
     began = time.perf_counter()
-    response = httpx.post(clearings, json={"day": day.isoformat()}, headers=headers, timeout=600)
-    run: dict[str, Any] = response.json()
-    if response.status_code == httpx.codes.ACCEPTED:
+    response = httpx.post(
+        f"{base_url}/api/v1/markets/{market_id}/clearings",
+        json={"day": day.isoformat()},
+        headers={"Authorization": f"Bearer {operator_token}"},
+        timeout=600,
+    )
+    if response.status_code not in (httpx.codes.CREATED, httpx.codes.ACCEPTED):
+        raise RuntimeError(f"the clearing was refused: {response.status_code} {response.text[:2000]}")
+    with psycopg.connect(database_url, autocommit=True) as conn:
         deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            runs = httpx.get(clearings, params={"limit": 100}, headers=headers, timeout=30).json()["items"]
-            done = [r for r in runs if r["delivery_day"] == day.isoformat()]
-            if done:
-                run = done[0]
-                break
-            time.sleep(0.05)
-        else:
-            raise TimeoutError(f"the worker did not clear {day} within 600 s")
+        while (row := conn.execute(_STORED_RUN, (market_id, day)).fetchone()) is None:
+            if worker is not None and worker.failed(response.json().get("task_id", "?")):
+                raise RuntimeError(f"the worker failed to clear {day}:\n" + "\n".join(worker.log_problems()[-20:]))
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no clearing of {day} was stored within 600 s")
+            time.sleep(0.02)
     ended = time.perf_counter()
+    offer_count, request_count, award_count, duration_ms = row
     return {
         "status": response.status_code,
         "day": day.isoformat(),
         "seconds": round(ended - began, 2),
-        "offer_count": run.get("offer_count"),
-        "request_count": run.get("request_count"),
-        "award_count": run.get("award_count"),
-        "duration_ms_stored": run.get("duration_ms"),
+        "offer_count": offer_count,
+        "request_count": request_count,
+        "award_count": award_count,
+        "duration_ms_stored": duration_ms,
         "began": began,
         "ended": ended,
     }
@@ -635,7 +672,7 @@ def main() -> None:
 
             mix = load_generator.apply_async(run_phase, (phase("offer mix", "mix", api.base_url, args.duration),))
             time.sleep(args.warmup + args.duration / 2)
-            clearing = clear_and_wait(api.base_url, world.market_id, closed_day, operator_token)
+            clearing = clear_and_wait(api.base_url, database_url, world.market_id, closed_day, operator_token, worker)
             began, ended = clearing.pop("began"), clearing.pop("ended")
             say(f"  clearing of {closed_day}: {clearing}")
             result = mix.get(timeout=args.duration * 4 + 600)

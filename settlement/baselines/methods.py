@@ -51,6 +51,7 @@ scan; the cost grows with the number of events per resource, not with the number
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -174,7 +175,9 @@ def _adjustment_errors(method: BaselineMethod, params: BaselineParams) -> list[F
         errors.append(FieldError("adjustment_window", "must be at least 1 slot"))
     if params.adjustment_gap < 0:
         errors.append(FieldError("adjustment_gap", "must not be negative"))
-    if params.adjustment_cap < 0:
+    if not math.isfinite(params.adjustment_cap):
+        errors.append(FieldError("adjustment_cap", "must be a finite number"))
+    elif params.adjustment_cap < 0:
         errors.append(FieldError("adjustment_cap", "must not be negative"))
     elif method is BaselineMethod.Y_DAY_AVERAGE and params.adjustment_cap > 1:
         errors.append(FieldError("adjustment_cap", "must not exceed 1 (the ratio's floor is 1 − cap)"))

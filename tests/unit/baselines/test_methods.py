@@ -15,6 +15,7 @@ The adjustment window with window = 2, gap = 1 is slots [4 − 1 − 2, 4 − 1 
 
 from __future__ import annotations
 
+import math
 from datetime import date
 
 import polars as pl
@@ -270,6 +271,11 @@ def test_bad_params_name_their_field() -> None:
         FieldError("weekend_x", "must not exceed weekend_y (6 > 5)"),
     ]
     assert [e.field for e in validate_params(HIGH, BaselineParams(adjustment_cap=-0.1))] == ["adjustment_cap"]
+    # NaN passes every comparison, and the JSON columns store it as null: refused by name.
+    for cap in (math.nan, math.inf):
+        assert validate_params(AVERAGE, BaselineParams(adjustment_cap=cap)) == [
+            FieldError("adjustment_cap", "must be a finite number")
+        ]
     assert [e.field for e in validate_params(MIDDLE, BaselineParams(x=7, y=10, weekend_x=8))] == ["x"]
     assert [e.field for e in validate_params(METER, BaselineParams(before_slots=0))] == ["before_slots"]
     assert [e.field for e in validate_params(AVERAGE, BaselineParams(y=10, max_lookback_days=5))] == [
