@@ -97,6 +97,8 @@ class FlexRequestController(Controller):
         guards=[requires(Scope.TRADE)],
         sync_to_thread=True,
         summary="Revise a FlexRequest before gate closure; its revision goes up by one",
+        description="The revision applies to the order as this request read it: if another change committed "
+        "meanwhile, the answer is 409 (on `revision`, or on `state` if it was revoked); read it again and retry.",
     )
     def revise(
         self,
@@ -196,6 +198,8 @@ class FlexOfferController(Controller):
         guards=[requires(Scope.TRADE)],
         sync_to_thread=True,
         summary="Revise a FlexOffer before gate closure; it queues anew (time priority)",
+        description="The revision applies to the order as this request read it: if another change committed "
+        "meanwhile, the answer is 409 (on `revision`, or on `state` if it was revoked); read it again and retry.",
     )
     def revise(
         self,
