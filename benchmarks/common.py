@@ -354,6 +354,19 @@ class KeepAliveConnection:
         self.connection.close()
 
 
+def stop_process_group(process: subprocess.Popen[bytes], *, timeout_s: float) -> None:
+    """SIGTERM to the process's own group (started with ``start_new_session``): it and its children,
+    even when it has exited already and left them behind; SIGKILL to the group if it lingers."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=5)
+
+
 class ApiServer:
     """``flexmarket serve`` on a free loopback port, in its own process group, logging to a file."""
 
@@ -433,17 +446,9 @@ class ApiServer:
         raise TimeoutError(f"the server did not start within {timeout} s:\n{self.log_tail()}")
 
     def stop(self) -> None:
-        """SIGTERM to the server's own process group (it and its workers), SIGKILL if it lingers."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=5)
+        """Stop the server and its workers (:func:`stop_process_group`)."""
+        if self.process is not None:
+            stop_process_group(self.process, timeout_s=15)
 
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])

@@ -35,7 +35,6 @@ import json
 import multiprocessing
 import os
 import random
-import signal
 import subprocess
 import sys
 import tempfile
@@ -73,6 +72,7 @@ from benchmarks.common import (
     percentile,
     say,
     scratch_database,
+    stop_process_group,
     write_results,
 )
 from market.auth.principal import Scope
@@ -394,17 +394,9 @@ class CeleryWorker:
             client.close()
 
     def __exit__(self, *_: object) -> None:
-        """SIGTERM to the whole process group (the pool's children too), SIGKILL after 30 s."""
-        if self.process is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        """Stop the worker and its pool's children (:func:`stop_process_group`)."""
+        if self.process is not None:
+            stop_process_group(self.process, timeout_s=30)
 
     def failed(self, task_id: str) -> bool:
         """Whether the worker logged the task's failure."""
