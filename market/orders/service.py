@@ -268,14 +268,20 @@ def _write(session: Session, order: FlexRequest | FlexOffer, changes: dict[str, 
     return True
 
 
+def _revised_meanwhile(what: str) -> Conflict:
+    return Conflict.on("revision", f"the {what} was revised by another request meanwhile; read it and retry")
+
+
 def _changed_meanwhile(
     session: Session, order: FlexRequest | FlexOffer, market: Market, now: datetime, what: str
 ) -> Conflict:
     """The error for a change that lost a race: the order read again, a 409 on its state if it is no
-    longer active (revoked, say), else on its revision."""
+    longer active (revoked, say), else on its revision. (An order revised into another market is
+    not checked against the gate of the market it left.)"""
     session.refresh(order)
-    _require_open(order, market, now, what)
-    return Conflict.on("revision", f"the {what} was revised by another request meanwhile; read it and retry")
+    if order.market_id == market.id:
+        _require_open(order, market, now, what)
+    return _revised_meanwhile(what)
 
 
 def _revise(
@@ -325,6 +331,8 @@ def _revoke(
             return
         if attempt == 0:
             session.refresh(order)
+            if order.market_id != market.id:  # revised into another market, with another gate
+                raise _revised_meanwhile(what)
     raise _changed_meanwhile(session, order, market, now, what)
 
 
