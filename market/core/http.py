@@ -205,9 +205,10 @@ ResultT = TypeVar("ResultT")
 def committed(session: Session, result: ResultT) -> ResultT:
     """Commit the request's unit of work here, in the handler's worker thread, and return ``result``.
 
-    For the hot write handlers without an ``Idempotency-Key`` (a revision): :func:`provide_db_session`
-    then has nothing left to commit and closes the session without another hand-off to a thread.
-    A failed commit raises here, before any response exists, as it would there."""
+    For the hot write handlers (every POST through :meth:`Idempotency.run
+    <market.core.idempotency.Idempotency.run>`, and revisions): :func:`provide_db_session` then has
+    nothing left to commit and closes the session without another hand-off to a thread. A failed
+    commit raises here, before any response exists, as it would there."""
     session.commit()
     return result
 

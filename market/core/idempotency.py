@@ -23,6 +23,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from market.auth.principal import Principal
 from market.core.db import Base, utcnow
 from market.core.errors import Conflict, InvalidInput
+from market.core.http import committed
 
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -59,14 +60,11 @@ class Idempotency:
         status_code: int = 201,
         store_body: bool = True,
     ) -> Response[Any]:
-        """Run ``produce`` once per key; encode its result as the JSON response; commit.
-
-        The commit runs here, in the handler's worker thread, so the request's unit of work
-        (:func:`market.core.http.provide_db_session`) has nothing left to do: one hand-off to a thread
-        less for every POST. A failed commit raises here, before any response exists."""
-        response = self._run(session, principal, produce, status_code=status_code, store_body=store_body)
-        session.commit()
-        return response
+        """Run ``produce`` once per key; encode its result as the JSON response; commit, in the
+        handler's worker thread (:func:`market.core.http.committed`)."""
+        return committed(
+            session, self._run(session, principal, produce, status_code=status_code, store_body=store_body)
+        )
 
     def _run(
         self,
